@@ -1,0 +1,47 @@
+# One-command set-up, lab, release and tests. See README.md.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# nbgrader and nbclient start `alembic` and kernels by name: the environment's come first.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# The course installs from PyPI alone: local pip configuration (find-links, extra indexes) is
+# ignored so that torch and torchvision are PyPI's matched builds. Override to use a mirror:
+#   make PIP_ENV= PIP_ARGS='--index-url https://mirror.example/simple'
+PIP_ENV  ?= PIP_CONFIG_FILE=/dev/null
+PIP_ARGS ?= --isolated
+PIP      := $(PIP_ENV) $(PY) -m pip install $(PIP_ARGS) --disable-pip-version-check
+LAB_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: env lab test lint release release-check clean-env
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) --quiet -r requirements.txt -c constraints.txt
+	$(PIP) --quiet --no-deps -r requirements-nodeps.txt
+	$(PIP) --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+	@echo "environment ready: $(VENV)"
+
+lab: env
+	$(VENV)/bin/jupyter lab --notebook-dir=chapters --ServerApp.answer_yes=True $(LAB_ARGS)
+
+lint: env
+	$(VENV)/bin/ruff check grader tests
+
+release: env
+	$(PY) -m grader release
+
+release-check: env
+	$(PY) -m grader release --check
+
+test: env
+	$(VENV)/bin/ruff check grader tests
+	$(PY) -m grader release --check
+	GRADER_FAST=1 GRADER_STRICT=1 $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,71 @@
+"""`python -m grader grade`: bad paths are reported after the rest is graded; a buggy notebook
+loses marks with specific feedback; the table output is readable."""
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from grader.testing import answered_release
+
+CH = "01_linear_regression"
+
+LINREG_NO_BIAS = "def linreg(X, w, b):\n    return X @ w\n"
+HUBER_BATCH_SWITCH = '''def huber_loss(y_hat, y, delta=1.0):
+    r = y_hat - y.reshape(y_hat.shape)
+    if (r.abs() <= delta).all():
+        return 0.5 * r ** 2
+    return delta * (r.abs() - delta / 2)
+'''
+
+
+@pytest.mark.slow
+def test_bad_paths_reported_after_grading_the_rest(tmp_path):
+    buggy = tmp_path / "sub" / "buggy.ipynb"
+    buggy.parent.mkdir()
+    nb = answered_release(CH, {"linreg": LINREG_NO_BIAS, "huber_loss": HUBER_BATCH_SWITCH})
+    nb.cells = [c for c in nb.cells  # a student who deleted a test cell
+                if c.metadata.get("nbgrader", {}).get("grade_id") != "test_squared_loss"]
+    nbformat.write(nb, buggy)
+    (tmp_path / "corrupt.ipynb").write_text("{not json")
+    (tmp_path / "notes.txt").write_text("hello")
+    args = [str(tmp_path / "missing.ipynb"), str(tmp_path / "corrupt.ipynb"),
+            str(tmp_path / "notes.txt"), str(tmp_path / "sub")]
+    proc = subprocess.run([sys.executable, "-m", "grader", "grade", "--json", *args],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2
+    for what in ("missing.ipynb: no such file", "corrupt.ipynb: not a valid notebook",
+                 "notes.txt: not a notebook"):
+        assert what in proc.stderr
+    assert "Traceback" not in proc.stderr
+    (sub,) = json.loads(proc.stdout)["submissions"]
+    assert sub["path"] == str(buggy) and sub["chapter"] == CH
+    ex = {e["name"]: e for e in sub["exercises"]}
+    assert ex["linreg"]["score"] == 0 and "the bias b is not added" in ex["linreg"]["feedback"]
+    assert 0 < ex["huber_loss"]["score"] < ex["huber_loss"]["max_score"]
+    assert "one switch for the whole batch" in ex["huber_loss"]["feedback"]
+    assert ex["squared_loss"]["passed"], "a deleted test cell is still graded"
+    assert ex["sgd"]["passed"] and ex["gaussian_nll"]["passed"]
+    assert sub["score"] < sub["max_score"]
+
+
+def test_usage_errors_are_clear(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "grader", "grade", str(tmp_path / "nope.ipynb")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "grader", "chapters"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "linreg (1)" in proc.stdout
+
+
+def test_unknown_chapter_is_reported(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+    path = tmp_path / "mystery.ipynb"
+    nbformat.write(nb, path)
+    proc = subprocess.run([sys.executable, "-m", "grader", "grade", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "cannot tell which chapter" in proc.stderr
