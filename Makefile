@@ -26,8 +26,10 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt constraints.txt pyp
 	@touch $@
 	@echo "environment ready: $(VENV)"
 
+# Ctrl-C stops the server without asking (answer_yes); root (containers) needs --allow-root.
 lab: env
-	$(VENV)/bin/jupyter lab --notebook-dir=chapters --ServerApp.answer_yes=True $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab --notebook-dir=chapters --ServerApp.answer_yes=True \
+		$(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 lint: env
 	$(VENV)/bin/ruff check grader tests

@@ -160,3 +160,22 @@ def test_round_trip_through_nbgrader_autograde(cid, tmp_path, monkeypatch):
     assert feedback["success"], feedback["log"]
     html = next((tmp_path / "feedback" / "perfect" / cid).glob("*.html")).read_text()
     assert "hidden_check" in html and "def check_" not in html, "feedback shows only the call"
+
+
+@pytest.mark.slow
+def test_nbgrader_validate_button(tmp_path, monkeypatch):
+    """What a student's Validate button reports: a perfect notebook passes, a stub fails."""
+    from nbgrader.validator import Validator
+
+    monkeypatch.delenv("GRADER_STRICT", raising=False)
+    monkeypatch.setenv("GRADER_FAST", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    assign.use_environment_path()
+    cid = "01_linear_regression"
+    perfect, untouched = tmp_path / "perfect.ipynb", tmp_path / "untouched.ipynb"
+    nbformat.write(answered_release(cid), perfect)
+    untouched.write_bytes((ROOT / "chapters" / cid / f"{cid}.ipynb").read_bytes())
+    validator = Validator()
+    assert not validator.validate(str(perfect)).get("failed")
+    failed = validator.validate(str(untouched)).get("failed")
+    assert failed and len(failed) >= len(get_chapter(cid).exercises)
