@@ -33,6 +33,22 @@ def _grade_in_subprocess(path: str, args) -> dict:
         return {"error": f"{path}: the grading process failed ({tail[0]})"}
 
 
+def write_csv(path: str, submissions: list[dict]) -> None:
+    """One row per submission: path, chapter, score, max_score, then each exercise's score."""
+    import csv
+
+    names = []
+    for sub in submissions:
+        names += [e["name"] for e in sub["exercises"] if e["name"] not in names]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "chapter", "score", "max_score", *names])
+        for sub in submissions:
+            scores = {e["name"]: e["score"] for e in sub["exercises"]}
+            writer.writerow([sub["path"], sub["chapter"], sub["score"], sub["max_score"],
+                             *[scores.get(n, "") for n in names]])
+
+
 def cmd_grade(args) -> int:
     from grader.grade import find_notebooks, format_table
 
@@ -48,6 +64,8 @@ def cmd_grade(args) -> int:
             if p.is_dir():
                 msg = f"{given}: no notebooks in this directory"
             errors.append(msg)
+    if args.csv:
+        write_csv(args.csv, submissions)
     if args.json:
         print(json.dumps({"submissions": submissions}, indent=2))
     else:
@@ -90,6 +108,12 @@ def cmd_record(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from grader.bench import main as bench
+
+    return bench(args.chapters or None, args.repeat)
+
+
 def cmd_chapters(args) -> int:
     from grader.registry import chapter_ids, get_chapter
 
@@ -108,6 +132,7 @@ def main(argv=None) -> int:
     g = sub.add_parser("grade", help="grade submitted notebooks (files or directories)")
     g.add_argument("paths", nargs="+", metavar="PATH")
     g.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    g.add_argument("--csv", metavar="FILE", help="also write the scores to a CSV file")
     g.add_argument("--timeout", type=int, default=900,
                    help="seconds allowed for one notebook (default 900)")
     g.add_argument("--cell-timeout", type=int, default=120,
@@ -133,6 +158,11 @@ def main(argv=None) -> int:
                          "of cells tagged nbval-check-output (what CI compares)")
     rec.add_argument("chapters", nargs="*")
     rec.set_defaults(func=cmd_record)
+
+    b = sub.add_parser("bench", help="time visible and hidden checks and grading per chapter")
+    b.add_argument("chapters", nargs="*")
+    b.add_argument("--repeat", type=int, default=3)
+    b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("chapters", help="list chapters and their exercises")
     c.set_defaults(func=cmd_chapters)

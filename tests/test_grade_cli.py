@@ -33,8 +33,9 @@ def test_bad_paths_reported_after_grading_the_rest(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     args = [str(tmp_path / "missing.ipynb"), str(tmp_path / "corrupt.ipynb"),
             str(tmp_path / "notes.txt"), str(tmp_path / "sub")]
-    proc = subprocess.run([sys.executable, "-m", "grader", "grade", "--json", *args],
-                          capture_output=True, text=True, timeout=600)
+    csv_path = tmp_path / "grades.csv"
+    proc = subprocess.run([sys.executable, "-m", "grader", "grade", "--json", "--csv",
+                           str(csv_path), *args], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 2
     for what in ("missing.ipynb: no such file", "corrupt.ipynb: not a valid notebook",
                  "notes.txt: not a notebook"):
@@ -49,6 +50,9 @@ def test_bad_paths_reported_after_grading_the_rest(tmp_path):
     assert ex["squared_loss"]["passed"], "a deleted test cell is still graded"
     assert ex["sgd"]["passed"] and ex["gaussian_nll"]["passed"]
     assert sub["score"] < sub["max_score"]
+    rows = csv_path.read_text().splitlines()
+    assert rows[0].startswith("path,chapter,score,max_score,") and "linreg" in rows[0]
+    assert len(rows) == 2 and rows[1].startswith(f"{buggy},{CH},{sub['score']}")
 
 
 def test_usage_errors_are_clear(tmp_path):

@@ -101,18 +101,3 @@ def test_hidden_check_then_visible_call_returns_the_score(monkeypatch, capsys):
     with pytest.raises(AssertionError, match="below full marks"):
         hidden_check(CH, "linreg", lambda X, w, b: X @ w)
     HIDDEN_RESULTS.clear()
-
-
-def test_visible_checks_are_fast():
-    import time
-
-    from grader.testing import visible_verdict
-    from tests.test_linear_regression import CORRECT
-
-    first = {}
-    for name, fn in CORRECT:
-        first.setdefault(name, fn)
-    for name, fn in first.items():
-        start = time.perf_counter()
-        visible_verdict(CH, name, fn)
-        assert time.perf_counter() - start < 1.0, f"visible check of {name} is slow"
