@@ -20,6 +20,7 @@ env: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the course environment into $(VENV) (first time: about 5 GB, 1-3 minutes)..."
 	$(PIP) --quiet -r requirements.txt -c constraints.txt
 	$(PIP) --quiet --no-deps -r requirements-nodeps.txt
 	$(PIP) --quiet --no-deps --no-build-isolation -e .

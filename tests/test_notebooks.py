@@ -22,8 +22,33 @@ def source_nb(cid):
     return nbformat.read(ROOT / "solutions" / cid / f"{cid}.ipynb", as_version=4)
 
 
-@pytest.mark.parametrize("cid", CHAPTERS)
-def test_source_notebook_structure(cid):
+class ChapterSuite:
+    """The tests of one chapter; a subclass per chapter (below) lets pytest-xdist's loadscope
+    spread chapters over workers while keeping each chapter's runs together."""
+
+    cid: str
+
+    def test_source_notebook_structure(self):
+        check_source_notebook_structure(self.cid)
+
+    @pytest.mark.slow
+    def test_release_runs_with_only_not_implemented_failures(self, tmp_path, monkeypatch):
+        check_release_runs(self.cid, tmp_path, monkeypatch)
+
+    @pytest.mark.slow
+    def test_round_trip_through_grader_cli(self, tmp_path):
+        check_round_trip_cli(self.cid, tmp_path)
+
+    @pytest.mark.slow
+    def test_round_trip_through_nbgrader_autograde(self, tmp_path, monkeypatch):
+        check_round_trip_autograde(self.cid, tmp_path, monkeypatch)
+
+
+for _cid in CHAPTERS:
+    globals()[f"TestChapter{_cid}"] = type(f"TestChapter{_cid}", (ChapterSuite,), {"cid": _cid})
+
+
+def check_source_notebook_structure(cid):
     """One answer cell and one authoritative test cell per exercise, points as registered,
     no execution noise."""
     chapter = get_chapter(cid)
@@ -79,9 +104,7 @@ def assigned_names(source):
     return names
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cid", CHAPTERS)
-def test_release_runs_with_only_not_implemented_failures(cid, tmp_path, monkeypatch):
+def check_release_runs(cid, tmp_path, monkeypatch):
     monkeypatch.delenv("GRADER_STRICT", raising=False)
     nb = nbformat.read(ROOT / "chapters" / cid / f"{cid}.ipynb", as_version=4)
     run_notebook(nb, tmp_path)
@@ -111,9 +134,7 @@ def grade_cli(*paths, jobs=2):
     return proc, json.loads(proc.stdout)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cid", CHAPTERS)
-def test_round_trip_through_grader_cli(cid, tmp_path):
+def check_round_trip_cli(cid, tmp_path):
     perfect, untouched = tmp_path / "perfect.ipynb", tmp_path / "untouched.ipynb"
     nbformat.write(answered_release(cid), perfect)
     untouched.write_bytes((ROOT / "chapters" / cid / f"{cid}.ipynb").read_bytes())
@@ -131,9 +152,7 @@ def test_round_trip_through_grader_cli(cid, tmp_path):
                for e in zero["exercises"])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cid", CHAPTERS)
-def test_round_trip_through_nbgrader_autograde(cid, tmp_path, monkeypatch):
+def check_round_trip_autograde(cid, tmp_path, monkeypatch):
     from nbgrader.api import Gradebook
 
     monkeypatch.delenv("GRADER_STRICT", raising=False)
