@@ -1,0 +1,380 @@
+"""Chapter 09: references behave like PyTorch's own pieces; the hidden checks accept correct
+answers written differently and reject the classic pipeline bugs with specific feedback."""
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+from torch.utils import data
+
+from grader.chapters import training_pipeline as ref
+from grader.testing import assert_full_marks, assert_loses_marks, hidden_verdict
+
+CH = "09_training_pipeline"
+
+
+# --- references --------------------------------------------------------------------------------
+
+def test_array_dataset_batches_like_tensor_dataset():
+    X, y = torch.rand(10, 1, 2, 2, dtype=torch.float64), torch.arange(10, dtype=torch.int32)
+    Xb, yb = next(iter(data.DataLoader(ref.ArrayDataset(X, y), batch_size=4)))
+    assert Xb.shape == (4, 4) and Xb.dtype == torch.float32 and yb.dtype == torch.int64
+    assert torch.equal(Xb, X[:4].reshape(4, -1).float())
+
+
+def test_train_one_epoch_matches_full_batch_gradient_descent():
+    torch.manual_seed(0)
+    X, y = torch.randn(12, 3), torch.randint(0, 2, (12,))
+    model = ref.build_model([3, 2])
+    twin = ref.build_model([3, 2])
+    twin.load_state_dict(model.state_dict())
+    loss = ref.train_one_epoch(model, data.DataLoader(data.TensorDataset(X, y), batch_size=12),
+                               nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), 0.1),
+                               "cpu")
+    opt = torch.optim.SGD(twin.parameters(), 0.1)
+    ce = nn.functional.cross_entropy(twin(X), y)
+    ce.backward()
+    opt.step()
+    assert abs(loss - ce.item()) < 1e-6
+    assert all(torch.allclose(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+
+
+def test_evaluate_accuracy_restores_mode():
+    model = ref.build_model([2, 2])
+    loader = data.DataLoader(data.TensorDataset(torch.randn(5, 2), torch.zeros(5).long()), 2)
+    for mode in (True, False):
+        model.train(mode)
+        ref.evaluate_accuracy(model, loader, "cpu")
+        assert model.training == mode
+
+
+# --- correct variants -------------------------------------------------------------------------------
+
+class DatasetEager(data.Dataset):
+    def __init__(self, X, Y):
+        self.X = torch.tensor(X).reshape(len(X), -1).float() if not isinstance(
+            X, torch.Tensor) else X.reshape(len(X), -1).float()
+        self.Y = torch.as_tensor(Y).long()
+
+    def __len__(self):
+        return self.X.shape[0]
+
+    def __getitem__(self, idx):
+        return self.X[idx], self.Y[idx]
+
+
+class DatasetInt(data.Dataset):
+    def __init__(self, X, Y):
+        self.X, self.Y = X, Y
+
+    def __len__(self):
+        return len(self.Y)
+
+    def __getitem__(self, i):
+        return torch.as_tensor(self.X[i], dtype=torch.float32).flatten(), int(self.Y[i])
+
+
+def build_model_dict(layer_sizes):
+    layers = OrderedDict()
+    pairs = list(zip(layer_sizes[:-1], layer_sizes[1:]))
+    for i, (a, b) in enumerate(pairs):
+        layers[f"fc{i}"] = nn.Linear(a, b)
+        if i < len(pairs) - 1:
+            layers[f"relu{i}"] = nn.ReLU()
+    return nn.Sequential(layers)
+
+
+def build_model_append(layer_sizes):
+    net = nn.Sequential()
+    for a, b in zip(layer_sizes, layer_sizes[1:]):
+        net.append(nn.Linear(a, b))
+        net.append(nn.ReLU())
+    return nn.Sequential(*list(net)[:-1])
+
+
+def train_epoch_set_to_none(model, loader, criterion, optimizer, device):
+    model.train()
+    total, n = 0.0, 0
+    for X, y in loader:
+        X = X.to(device)
+        y = y.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        y_hat = model(X)
+        loss = criterion(y_hat, y)
+        loss.backward()
+        optimizer.step()
+        total += float(loss) * len(y)
+        n += len(y)
+    return total / n
+
+
+def train_epoch_dataset_len(model, loader, criterion, optimizer, device):
+    model.train(True)
+    losses = []
+    for X, y in loader:
+        X, y = X.to(device), y.to(device)
+        for p in model.parameters():
+            p.grad = None
+        l = criterion(model(X), y)
+        l.backward()
+        optimizer.step()
+        losses.append(l.detach() * X.shape[0])
+    return torch.stack(losses).sum() / len(loader.dataset)
+
+
+def accuracy_flags(model, loader, device):
+    was = model.training
+    model.eval()
+    hits = []
+    with torch.inference_mode():
+        for X, y in loader:
+            X, y = X.to(device), y.to(device)
+            hits.append(model(X).argmax(-1) == y)
+    model.train(was)
+    return torch.cat(hits).float().mean()
+
+
+def accuracy_try_finally(model, loader, device):
+    mode = model.training
+    try:
+        model.eval()
+        correct = total = 0
+        for X, y in loader:
+            X, y = X.to(device), y.to(device)
+            with torch.no_grad():
+                correct += int((model(X).argmax(1) == y).sum())
+            total += len(y)
+        return correct / total
+    finally:
+        if mode:
+            model.train()
+
+
+CORRECT = [
+    ("ArrayDataset", ref.ArrayDataset),
+    ("ArrayDataset", DatasetEager),
+    ("ArrayDataset", DatasetInt),
+    ("build_model", ref.build_model),
+    ("build_model", build_model_dict),
+    ("build_model", build_model_append),
+    ("train_one_epoch", ref.train_one_epoch),
+    ("train_one_epoch", train_epoch_set_to_none),
+    ("train_one_epoch", train_epoch_dataset_len),
+    ("evaluate_accuracy", ref.evaluate_accuracy),
+    ("evaluate_accuracy", accuracy_flags),
+    ("evaluate_accuracy", accuracy_try_finally),
+]
+
+
+@pytest.mark.parametrize("name,fn", CORRECT, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CORRECT)])
+def test_correct_variants_get_full_marks(name, fn):
+    assert_full_marks(CH, name, fn)
+
+
+# --- buggy variants -------------------------------------------------------------------------------------
+
+class DatasetUnflattened(ref.ArrayDataset):
+    def __getitem__(self, i):
+        return self.X[i].float(), self.Y[i].long()
+
+
+class DatasetFloatLabels(ref.ArrayDataset):
+    def __getitem__(self, i):
+        return self.X[i].reshape(-1).float(), self.Y[i].float()
+
+
+class DatasetFloat64(ref.ArrayDataset):
+    def __getitem__(self, i):
+        return self.X[i].reshape(-1).double(), self.Y[i].long()
+
+
+class DatasetLength(ref.ArrayDataset):
+    def __len__(self):
+        return self.X.numel()
+
+
+class DatasetPlain:
+    def __init__(self, X, Y):
+        self.inner = ref.ArrayDataset(X, Y)
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        return self.inner[i]
+
+
+def build_model_set(layer_sizes):
+    layers = set()
+    for i, (a, b) in enumerate(zip(layer_sizes, layer_sizes[1:])):
+        layers.add(nn.Linear(a, b))
+        if i < len(layer_sizes) - 2:
+            layers.add(nn.ReLU())
+    # iterating a set gives no particular order; here: grouped by type, as it often comes out
+    return nn.Sequential(*sorted(layers, key=lambda m: (type(m).__name__, id(m))))
+
+
+def build_model_reversed(layer_sizes):
+    model = ref.build_model(layer_sizes)
+    linears = [m for m in model if isinstance(m, nn.Linear)][::-1]
+    it = iter(linears)
+    return nn.Sequential(*[next(it) if isinstance(m, nn.Linear) else m for m in model])
+
+
+def build_model_relu_last(layer_sizes):
+    return nn.Sequential(*ref.build_model(layer_sizes), nn.ReLU())
+
+
+def build_model_no_relu(layer_sizes):
+    return nn.Sequential(*[nn.Linear(a, b) for a, b in zip(layer_sizes, layer_sizes[1:])])
+
+
+def train_no_zero_grad(model, loader, criterion, optimizer, device):
+    return ref.train_one_epoch(model, loader, criterion, optimizer, device, zero_grad=False)
+
+
+def train_no_train(model, loader, criterion, optimizer, device):
+    return ref.train_one_epoch(model, loader, criterion, optimizer, device, set_train=False)
+
+
+def train_step_first(model, loader, criterion, optimizer, device):
+    return ref.train_one_epoch(model, loader, criterion, optimizer, device, step_first=True)
+
+
+def train_per_batch(model, loader, criterion, optimizer, device):
+    return ref.train_one_epoch(model, loader, criterion, optimizer, device, per_batch=True)
+
+
+def train_not_moved(model, loader, criterion, optimizer, device):
+    model.train()
+    total, n = 0.0, 0
+    for X, y in loader:
+        X.to(device)
+        y.to(device)
+        optimizer.zero_grad()
+        loss = criterion(model(X), y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(y)
+        n += len(y)
+    return total / n
+
+
+def train_zero_after_step(model, loader, criterion, optimizer, device):
+    model.train()
+    total, n = 0.0, 0
+    for X, y in loader:
+        X, y = X.to(device), y.to(device)
+        loss = criterion(model(X), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        total += loss.item() * len(y)
+        n += len(y)
+    return total / n
+
+
+def accuracy_no_eval(model, loader, device):
+    was = model.training
+    correct = count = 0
+    with torch.no_grad():
+        for X, y in loader:
+            X, y = X.to(device), y.to(device)
+            correct += (model(X).argmax(1) == y).sum().item()
+            count += len(y)
+    model.train(was)
+    return correct / count
+
+
+def accuracy_not_restored(model, loader, device):
+    model.eval()
+    correct = count = 0
+    with torch.no_grad():
+        for X, y in loader:
+            X, y = X.to(device), y.to(device)
+            correct += (model(X).argmax(1) == y).sum().item()
+            count += len(y)
+    return correct / count
+
+
+def accuracy_always_train(model, loader, device):
+    acc = accuracy_not_restored(model, loader, device)
+    model.train()
+    return acc
+
+
+def accuracy_per_batch(model, loader, device):
+    was = model.training
+    model.eval()
+    accs = []
+    with torch.no_grad():
+        for X, y in loader:
+            X, y = X.to(device), y.to(device)
+            accs.append((model(X).argmax(1) == y).float().mean().item())
+    model.train(was)
+    return sum(accs) / len(accs)
+
+
+def accuracy_grad(model, loader, device):
+    was = model.training
+    model.eval()
+    correct = count = 0
+    for X, y in loader:
+        X, y = X.to(device), y.to(device)
+        correct += (model(X).argmax(1) == y).sum().item()
+        count += len(y)
+    model.train(was)
+    return correct / count
+
+
+def accuracy_count(model, loader, device):
+    return ref.evaluate_accuracy(model, loader, device) * len(loader.dataset)
+
+
+BUGGY = [
+    ("ArrayDataset", DatasetUnflattened, "unflattened"),
+    ("ArrayDataset", DatasetFloatLabels, "float labels"),
+    ("ArrayDataset", DatasetFloat64, "float32"),
+    ("ArrayDataset", DatasetLength, "number of examples"),
+    ("ArrayDataset", DatasetPlain, "subclass torch.utils.data.Dataset"),
+    ("build_model", build_model_set, "set does not keep the order"),
+    ("build_model", build_model_reversed, "layers out of order"),
+    ("build_model", build_model_relu_last, "ReLU after the last layer"),
+    ("build_model", build_model_no_relu, "ReLU is missing"),
+    ("train_one_epoch", train_no_zero_grad, "no zero_grad"),
+    ("train_one_epoch", train_no_train, "no train()"),
+    ("train_one_epoch", train_step_first, "step before backward"),
+    ("train_one_epoch", train_per_batch, "per-batch averages"),
+    ("train_one_epoch", train_not_moved, "X.to(device)"),
+    ("train_one_epoch", train_zero_after_step, "old gradients"),
+    ("evaluate_accuracy", accuracy_no_eval, "no eval()"),
+    ("evaluate_accuracy", accuracy_not_restored, "mode not restored"),
+    ("evaluate_accuracy", accuracy_always_train, "mode not restored"),
+    ("evaluate_accuracy", accuracy_per_batch, "per-batch averages"),
+    ("evaluate_accuracy", accuracy_grad, "no_grad"),
+    ("evaluate_accuracy", accuracy_count, "not the fraction"),
+]
+
+
+@pytest.mark.parametrize("name,fn,phrase", BUGGY,
+                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(BUGGY)])
+def test_buggy_variants_lose_marks(name, fn, phrase):
+    assert_loses_marks(CH, name, fn, phrase)
+
+
+def test_every_exercise_has_correct_and_buggy_variants():
+    from grader.registry import get_chapter
+
+    names = set(get_chapter(CH).exercises)
+    assert {n for n, _ in CORRECT} == names
+    assert {n for n, _, _ in BUGGY} == names
+
+
+def test_not_implemented_scores_zero():
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    for name in ("ArrayDataset", "build_model", "train_one_epoch", "evaluate_accuracy"):
+        v = hidden_verdict(CH, name, stub)
+        assert v.score == 0 and "not implemented" in v.feedback
