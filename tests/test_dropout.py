@@ -1,0 +1,420 @@
+"""Chapter 05: references agree with torch; the hidden checks accept correct answers written
+differently and reject realistic buggy ones with specific feedback."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from grader.chapters import dropout as ref
+from grader.testing import assert_full_marks, assert_loses_marks, hidden_verdict
+
+CH = "05_dropout"
+
+
+# --- references against torch built-ins ---------------------------------------------------------
+
+def test_dropout_layer_matches_torch_statistics():
+    X = torch.ones(400, 500)
+    ours = ref.dropout_layer(X, 0.3, torch.Generator().manual_seed(0))
+    theirs = F.dropout(X, 0.3, training=True)
+    assert set(ours.unique().tolist()) == set(theirs.unique().tolist())
+    assert abs((ours == 0).float().mean() - (theirs == 0).float().mean()) < 0.01
+
+
+def test_dropout_mlp_eval_matches_a_sequential():
+    net = ref.DropoutMLP(16, 3, 8, 8, 0.5, 0.5).eval()
+    seq = nn.Sequential(nn.Flatten(), net.lin1, nn.ReLU(), nn.Dropout(0.5), net.lin2, nn.ReLU(),
+                        nn.Dropout(0.5), net.lin3).eval()
+    X = torch.rand(5, 1, 4, 4)
+    torch.testing.assert_close(net(X), seq(X))
+
+
+def test_evaluate_loss_is_the_mean_over_examples():
+    net = nn.Linear(3, 1)
+    X, y = torch.randn(11, 3), torch.randn(11, 1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=4)
+    with torch.no_grad():
+        expected = F.mse_loss(net(X), y).item()
+    assert abs(ref.evaluate_loss(net, loader, nn.MSELoss(reduction="none")) - expected) < 1e-6
+
+
+# --- correct variants: written differently, must get full marks ---------------------------------
+
+def dropout_bernoulli(X, dropout, generator=None):
+    if dropout < 0 or dropout > 1:
+        raise ValueError("dropout must be between 0 and 1")
+    if dropout == 1:
+        return torch.zeros_like(X)
+    keep = torch.bernoulli(torch.full_like(X, 1 - dropout), generator=generator)
+    return keep * X / (1 - dropout)
+
+
+def dropout_index_mask(X, dropout, generator=None):
+    if not 0 <= dropout <= 1:
+        raise ValueError(dropout)
+    out = X.clone()
+    drop = torch.rand(X.shape, generator=generator) < dropout
+    out[drop] = 0
+    if dropout < 1:
+        out[~drop] = out[~drop] / (1 - dropout)
+    return out
+
+
+def dropout_rand_lt_keep(X, dropout, generator=None):
+    if not 0 <= dropout <= 1:
+        raise ValueError
+    keep = 1 - dropout
+    mask = torch.rand(X.shape, generator=generator, dtype=X.dtype) < keep
+    return torch.where(mask, X / max(keep, 1e-12), torch.zeros_like(X))
+
+
+def dropout_d2l_style(X, dropout, generator=None):
+    if not 0 <= dropout <= 1:
+        raise ValueError("dropout out of range")
+    if dropout == 1:
+        return torch.zeros_like(X)
+    if dropout == 0:
+        return X
+    mask = (torch.rand(X.shape, generator=generator) > dropout).float()
+    return mask * X / (1.0 - dropout)
+
+
+class MLPNNDropout(nn.Module):
+    """nn.Dropout modules: allowed in DropoutMLP."""
+
+    def __init__(self, num_inputs, num_outputs, num_hiddens1, num_hiddens2, dropout1, dropout2):
+        super().__init__()
+        self.lin1 = nn.Linear(num_inputs, num_hiddens1)
+        self.lin2 = nn.Linear(num_hiddens1, num_hiddens2)
+        self.lin3 = nn.Linear(num_hiddens2, num_outputs)
+        self.drop1, self.drop2 = nn.Dropout(dropout1), nn.Dropout(dropout2)
+
+    def forward(self, X):
+        H = self.drop1(F.relu(self.lin1(X.flatten(1))))
+        return self.lin3(self.drop2(F.relu(self.lin2(H))))
+
+
+class MLPDropBeforeRelu(ref.DropoutMLP):
+    """Dropout before the ReLU: the same function (the scale is positive)."""
+
+    def forward(self, X):
+        H = self.lin1(X.reshape(len(X), -1))
+        if self.training:
+            H = ref.dropout_layer(H, self.dropout1)
+        H = self.lin2(torch.relu(H))
+        if self.training:
+            H = ref.dropout_layer(H, self.dropout2)
+        return self.lin3(torch.relu(H))
+
+
+def eval_loss_try_finally(net, data_iter, loss):
+    mode = net.training
+    net.eval()
+    try:
+        total, n = torch.zeros(()), 0
+        with torch.no_grad():
+            for X, y in data_iter:
+                l = loss(net(X), y)
+                total += l.sum()
+                n += l.shape[0]
+        return total / n
+    finally:
+        net.train(mode)
+
+
+def eval_loss_weighted_means(net, data_iter, loss):
+    was = net.training
+    net.eval()
+    s, n = 0.0, 0
+    with torch.inference_mode():
+        for X, y in data_iter:
+            s += loss(net(X), y).mean().item() * len(X)
+            n += len(X)
+    if was:
+        net.train()
+    return s / n
+
+
+CORRECT = [
+    ("dropout_layer", ref.dropout_layer),
+    ("dropout_layer", dropout_bernoulli),
+    ("dropout_layer", dropout_index_mask),
+    ("dropout_layer", dropout_rand_lt_keep),
+    ("dropout_layer", dropout_d2l_style),
+    ("DropoutMLP", ref.DropoutMLP),
+    ("DropoutMLP", MLPNNDropout),
+    ("DropoutMLP", MLPDropBeforeRelu),
+    ("evaluate_loss", ref.evaluate_loss),
+    ("evaluate_loss", eval_loss_try_finally),
+    ("evaluate_loss", eval_loss_weighted_means),
+]
+
+
+@pytest.mark.parametrize("name,fn", CORRECT, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CORRECT)])
+def test_correct_variants_get_full_marks(name, fn):
+    assert_full_marks(CH, name, fn)
+
+
+# --- buggy variants: must lose marks, with feedback naming the cause ---------------------------
+
+def _checked(fn):
+    def wrapped(X, dropout, generator=None):
+        if not 0 <= dropout <= 1:
+            raise ValueError(dropout)
+        if dropout == 1:
+            return torch.zeros_like(X)
+        return fn(X, dropout, generator)
+    return wrapped
+
+
+drop_no_rescale = _checked(lambda X, p, g: (torch.rand(X.shape, generator=g) > p) * X)
+drop_times_keep = _checked(lambda X, p, g: (torch.rand(X.shape, generator=g) > p) * X * (1 - p))
+drop_keeps_p = _checked(lambda X, p, g: (torch.rand(X.shape, generator=g) < p) * X / (1 - p))
+drop_row_mask = _checked(lambda X, p, g: (torch.rand(X.shape[-1], generator=g) > p) * X / (1 - p))
+drop_col_mask = _checked(lambda X, p, g: (torch.rand(X.shape[0], *[1] * (X.dim() - 1),
+                                                     generator=g) > p) * X / (1 - p))
+drop_global_rng = _checked(lambda X, p, g: (torch.rand(X.shape) > p) * X / (1 - p))
+drop_library = _checked(lambda X, p, g: F.dropout(X, p, training=True))
+drop_module = _checked(lambda X, p, g: nn.Dropout(p)(X))
+
+
+def drop_nan_at_one(X, dropout, generator=None):
+    if not 0 <= dropout <= 1:
+        raise ValueError(dropout)
+    mask = (torch.rand(X.shape, generator=generator) > dropout).to(X.dtype)
+    return mask * X / (1.0 - dropout)
+
+
+def drop_in_place(X, dropout, generator=None):
+    if not 0 <= dropout <= 1:
+        raise ValueError(dropout)
+    if dropout == 1:
+        return X.zero_()
+    X[torch.rand(X.shape, generator=generator) <= dropout] = 0
+    X /= 1 - dropout
+    return X
+
+
+def drop_assert(X, dropout, generator=None):
+    assert 0 <= dropout <= 1
+    return ref.dropout_layer(X, dropout, generator)
+
+
+def drop_no_validation(X, dropout, generator=None):
+    if dropout >= 1:
+        return torch.zeros_like(X)
+    return ref.dropout_layer(X, max(dropout, 0.0), generator)
+
+
+def drop_reseed(X, dropout, generator=None):
+    torch.manual_seed(0)
+    return ref.dropout_layer(X, dropout)
+
+
+def drop_float32_zeros(X, dropout, generator=None):
+    if not 0 <= dropout <= 1:
+        raise ValueError(dropout)
+    if dropout == 1:
+        return torch.zeros(X.shape)
+    return ref.dropout_layer(X, dropout, generator)
+
+
+class MLPAlwaysDrop(ref.DropoutMLP):
+    def forward(self, X):
+        H1 = ref.dropout_layer(torch.relu(self.lin1(X.reshape(len(X), -1))), self.dropout1)
+        H2 = ref.dropout_layer(torch.relu(self.lin2(H1)), self.dropout2)
+        return self.lin3(H2)
+
+
+class MLPNoDrop(ref.DropoutMLP):
+    def forward(self, X):
+        return self.lin3(torch.relu(self.lin2(torch.relu(self.lin1(X.reshape(len(X), -1))))))
+
+
+class MLPSwapped(ref.DropoutMLP):
+    def forward(self, X):
+        H1 = torch.relu(self.lin1(X.reshape(len(X), -1)))
+        if self.training:
+            H1 = ref.dropout_layer(H1, self.dropout2)
+        H2 = torch.relu(self.lin2(H1))
+        if self.training:
+            H2 = ref.dropout_layer(H2, self.dropout1)
+        return self.lin3(H2)
+
+
+class MLPNoFlatten(ref.DropoutMLP):
+    def forward(self, X):
+        H1 = torch.relu(self.lin1(X))
+        if self.training:
+            H1 = ref.dropout_layer(H1, self.dropout1)
+        H2 = torch.relu(self.lin2(H1))
+        if self.training:
+            H2 = ref.dropout_layer(H2, self.dropout2)
+        return self.lin3(H2)
+
+
+class MLPDropOutput(ref.DropoutMLP):
+    def forward(self, X):
+        out = super().forward(X)
+        return ref.dropout_layer(out, self.dropout2) if self.training else out
+
+
+class MLPNoRelu2(ref.DropoutMLP):
+    def forward(self, X):
+        H1 = torch.relu(self.lin1(X.reshape(len(X), -1)))
+        if self.training:
+            H1 = ref.dropout_layer(H1, self.dropout1)
+        H2 = self.lin2(H1)
+        if self.training:
+            H2 = ref.dropout_layer(H2, self.dropout2)
+        return self.lin3(H2)
+
+
+class MLPInvertedFlag(ref.DropoutMLP):
+    def forward(self, X):
+        H1 = torch.relu(self.lin1(X.reshape(len(X), -1)))
+        if not self.training:
+            H1 = ref.dropout_layer(H1, self.dropout1)
+        H2 = torch.relu(self.lin2(H1))
+        if not self.training:
+            H2 = ref.dropout_layer(H2, self.dropout2)
+        return self.lin3(H2)
+
+
+class MLPSequential(nn.Module):
+    def __init__(self, num_inputs, num_outputs, num_hiddens1, num_hiddens2, dropout1, dropout2):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(num_inputs, num_hiddens1), nn.ReLU(),
+                                 nn.Dropout(dropout1), nn.Linear(num_hiddens1, num_hiddens2),
+                                 nn.ReLU(), nn.Dropout(dropout2),
+                                 nn.Linear(num_hiddens2, num_outputs))
+
+    def forward(self, X):
+        return self.net(X)
+
+
+def eval_loss_batch_means(net, data_iter, loss):
+    was = net.training
+    net.eval()
+    means = []
+    with torch.no_grad():
+        for X, y in data_iter:
+            means.append(loss(net(X), y).mean().item())
+    net.train(was)
+    return sum(means) / len(means)
+
+
+def eval_loss_no_eval(net, data_iter, loss):
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for X, y in data_iter:
+            l = loss(net(X), y)
+            total, n = total + l.sum().item(), n + len(l)
+    return total / n
+
+
+def eval_loss_not_restored(net, data_iter, loss):
+    net.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for X, y in data_iter:
+            l = loss(net(X), y)
+            total, n = total + l.sum().item(), n + len(l)
+    return total / n
+
+
+def eval_loss_always_train(net, data_iter, loss):
+    out = eval_loss_not_restored(net, data_iter, loss)
+    net.train()
+    return out
+
+
+def eval_loss_grad(net, data_iter, loss):
+    was = net.training
+    net.eval()
+    total, n = 0.0, 0
+    for X, y in data_iter:
+        l = loss(net(X), y)
+        total, n = total + l.sum().item(), n + len(l)
+    net.train(was)
+    return total / n
+
+
+def eval_loss_d2l(net, data_iter, loss):
+    from d2l import torch as d2l
+    was = net.training
+    net.eval()
+    with torch.no_grad():
+        out = d2l.evaluate_loss(net, data_iter, loss)
+    net.train(was)
+    return out
+
+
+def eval_loss_full_batches(net, data_iter, loss):
+    was = net.training
+    net.eval()
+    total, batches, size = 0.0, 0, None
+    with torch.no_grad():
+        for X, y in data_iter:
+            size = size or len(X)
+            total += loss(net(X), y).sum().item()
+            batches += 1
+    net.train(was)
+    return total / (batches * size)
+
+
+BUGGY = [
+    ("dropout_layer", drop_no_rescale, "not rescaled"),
+    ("dropout_layer", drop_times_keep, "multiplied by 1 - dropout"),
+    ("dropout_layer", drop_keeps_p, "kept instead of dropped"),
+    ("dropout_layer", drop_row_mask, "one mask shared by all rows"),
+    ("dropout_layer", drop_col_mask, "dropped together"),
+    ("dropout_layer", drop_global_rng, "generator"),
+    ("dropout_layer", drop_library, "from scratch"),
+    ("dropout_layer", drop_module, "from scratch"),
+    ("dropout_layer", drop_nan_at_one, "NaN"),
+    ("dropout_layer", drop_in_place, "in place"),
+    ("dropout_layer", drop_assert, "ValueError"),
+    ("dropout_layer", drop_no_validation, "ValueError"),
+    ("dropout_layer", drop_reseed, "same"),
+    ("dropout_layer", drop_float32_zeros, "dtype"),
+    ("DropoutMLP", MLPAlwaysDrop, "evaluation mode"),
+    ("DropoutMLP", MLPInvertedFlag, "evaluation mode"),
+    ("DropoutMLP", MLPNoDrop, "no dropout in training mode"),
+    ("DropoutMLP", MLPSwapped, "swapped"),
+    ("DropoutMLP", MLPNoFlatten, "flatten"),
+    ("DropoutMLP", MLPDropOutput, "output layer"),
+    ("DropoutMLP", MLPNoRelu2, "ReLU is missing after lin2"),
+    ("DropoutMLP", MLPSequential, "attribute `lin1`"),
+    ("evaluate_loss", eval_loss_batch_means, "per-batch means"),
+    ("evaluate_loss", eval_loss_no_eval, "net.eval()"),
+    ("evaluate_loss", eval_loss_not_restored, "not restored"),
+    ("evaluate_loss", eval_loss_always_train, "switches an evaluating net"),
+    ("evaluate_loss", eval_loss_grad, "torch.no_grad()"),
+    ("evaluate_loss", eval_loss_d2l, "d2l"),
+    ("evaluate_loss", eval_loss_full_batches, "last batch is smaller"),
+]
+
+
+@pytest.mark.parametrize("name,fn,phrase", BUGGY,
+                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(BUGGY)])
+def test_buggy_variants_lose_marks(name, fn, phrase):
+    assert_loses_marks(CH, name, fn, phrase)
+
+
+def test_every_exercise_has_correct_and_buggy_variants():
+    from grader.registry import get_chapter
+
+    names = set(get_chapter(CH).exercises)
+    assert {n for n, _ in CORRECT} == names
+    assert {n for n, _, _ in BUGGY} == names
+
+
+def test_not_implemented_scores_zero():
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    for name in ("dropout_layer", "DropoutMLP", "evaluate_loss"):
+        v = hidden_verdict(CH, name, stub)
+        assert v.score == 0 and "not implemented" in v.feedback

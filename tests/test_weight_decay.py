@@ -1,0 +1,389 @@
+"""Chapter 04: references agree with torch and closed forms; the hidden checks accept correct
+answers written differently and reject realistic buggy ones with specific feedback."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from grader.chapters import weight_decay as ref
+from grader.testing import assert_full_marks, assert_loses_marks, hidden_verdict
+
+CH = "04_weight_decay"
+
+
+# --- references against torch built-ins and closed forms ---------------------------------------
+
+def test_polynomial_features_match_gamma():
+    x = torch.randn(30, dtype=torch.float64)
+    P = ref.polynomial_features(x, 6)
+    for i in range(7):
+        torch.testing.assert_close(P[:, i], x ** i / math.gamma(i + 1))
+
+
+def test_penalties_match_norms():
+    w = torch.randn(5, 4, dtype=torch.float64)
+    torch.testing.assert_close(ref.l2_penalty(w), torch.linalg.norm(w) ** 2 / 2)
+    torch.testing.assert_close(ref.l1_penalty(w), torch.linalg.norm(w.flatten(), 1))
+
+
+def test_k_fold_split_partitions_the_used_examples():
+    X, y = torch.arange(23.0).reshape(-1, 1), torch.arange(23)
+    for i in range(5):
+        Xt, yt, Xv, yv = ref.k_fold_split(5, i, X, y)
+        assert len(Xv) == 4 and len(Xt) == 16
+        assert sorted(torch.cat([Xt, Xv]).reshape(-1).long().tolist()) == list(range(20))
+        torch.testing.assert_close(yv, torch.arange(4 * i, 4 * i + 4))
+
+
+def test_weight_decay_sgd_matches_l2_penalty_gradient():
+    """Decay in the optimizer = adding wd * l2_penalty(weights) to the loss."""
+    torch.manual_seed(0)
+    net1 = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    net2 = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    net2.load_state_dict(net1.state_dict())
+    X, y = torch.randn(8, 3), torch.randn(8, 1)
+    opt1 = ref.weight_decay_sgd(net1, 0.1, 0.3)
+    opt2 = torch.optim.SGD(net2.parameters(), lr=0.1)
+    for _ in range(3):
+        opt1.zero_grad()
+        ((net1(X) - y) ** 2).mean().backward()
+        opt1.step()
+        opt2.zero_grad()
+        (((net2(X) - y) ** 2).mean()
+         + 0.3 * sum(ref.l2_penalty(w) for w in ref.linear_weights(net2))).backward()
+        opt2.step()
+    for a, b in zip(net1.parameters(), net2.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+# --- correct variants: written differently, must get full marks ---------------------------------
+
+def poly_numpy(x, degree):
+    powers = np.power(x.numpy().reshape(-1, 1), np.arange(degree + 1).reshape(1, -1))
+    powers = powers / np.array([math.gamma(i + 1) for i in range(degree + 1)])
+    return torch.from_numpy(powers).to(x.dtype)
+
+
+def poly_loop(x, degree):
+    cols = [x ** i / math.factorial(i) for i in range(degree + 1)]
+    return torch.stack(cols, dim=1)
+
+
+def poly_lgamma(x, degree):
+    i = torch.arange(degree + 1, dtype=x.dtype)
+    return x.reshape(-1, 1) ** i / torch.exp(torch.lgamma(i + 1))
+
+
+def poly_cumulative(x, degree):
+    cols = [torch.ones_like(x)]
+    for i in range(1, degree + 1):
+        cols.append(cols[-1] * x / i)
+    return torch.stack(cols, 1)
+
+
+def k_fold_d2l(k, i, X, y):
+    assert k > 1
+    fold_size = X.shape[0] // k
+    X_train, y_train = None, None
+    for j in range(k):
+        idx = slice(j * fold_size, (j + 1) * fold_size)
+        X_part, y_part = X[idx, :], y[idx]
+        if j == i:
+            X_valid, y_valid = X_part, y_part
+        elif X_train is None:
+            X_train, y_train = X_part, y_part
+        else:
+            X_train = torch.cat([X_train, X_part], 0)
+            y_train = torch.cat([y_train, y_part], 0)
+    return X_train, y_train, X_valid, y_valid
+
+
+def k_fold_mask(k, i, X, y):
+    fs = len(X) // k
+    idx = torch.arange(k * fs)
+    valid = (idx // fs) == i
+    return X[idx[~valid]], y[idx[~valid]], X[idx[valid]], y[idx[valid]]
+
+
+def k_fold_chunks(k, i, X, y):
+    fs = len(X) // k
+    Xs, ys = X[:k * fs].split(fs), y[:k * fs].split(fs)
+    return (torch.cat(Xs[:i] + Xs[i + 1:]), torch.cat(ys[:i] + ys[i + 1:]), Xs[i], ys[i])
+
+
+def wd_named_modules(net, lr, wd):
+    decay, rest = [], []
+    linear = {f"{name}.weight" if name else "weight"
+              for name, m in net.named_modules() if isinstance(m, nn.Linear)}
+    for name, p in net.named_parameters():
+        (decay if name in linear else rest).append(p)
+    return torch.optim.SGD([{"params": decay, "weight_decay": wd}, {"params": rest}], lr=lr,
+                           weight_decay=0)
+
+
+def wd_modules_ids(net, lr, wd):
+    weights = [m.weight for m in net.modules() if isinstance(m, nn.Linear)]
+    ids = {id(w) for w in weights}
+    others = [p for p in net.parameters() if id(p) not in ids]
+    groups = [{"params": weights, "weight_decay": wd}]
+    if others:
+        groups.append({"params": others, "weight_decay": 0.0})
+    return torch.optim.SGD(groups, lr)
+
+
+def wd_add_group(net, lr, wd):
+    weights = [m.weight for m in net.modules() if isinstance(m, nn.Linear)]
+    opt = torch.optim.SGD(weights, lr=lr, weight_decay=wd)
+    opt.add_param_group({"params": [p for p in net.parameters()
+                                    if all(p is not w for w in weights)], "weight_decay": 0})
+    return opt
+
+
+CORRECT = [
+    ("polynomial_features", ref.polynomial_features),
+    ("polynomial_features", poly_numpy),
+    ("polynomial_features", poly_loop),
+    ("polynomial_features", poly_lgamma),
+    ("polynomial_features", poly_cumulative),
+    ("k_fold_split", ref.k_fold_split),
+    ("k_fold_split", k_fold_d2l),
+    ("k_fold_split", k_fold_mask),
+    ("k_fold_split", k_fold_chunks),
+    ("l2_penalty", ref.l2_penalty),
+    ("l2_penalty", lambda w: torch.sum(w.pow(2)) / 2),
+    ("l2_penalty", lambda w: 0.5 * torch.linalg.norm(w) ** 2),
+    ("l1_penalty", ref.l1_penalty),
+    ("l1_penalty", lambda w: torch.linalg.norm(w.flatten(), ord=1)),
+    ("l1_penalty", lambda w: torch.sum(torch.abs(w))),
+    ("weight_decay_sgd", ref.weight_decay_sgd),
+    ("weight_decay_sgd", wd_named_modules),
+    ("weight_decay_sgd", wd_modules_ids),
+    ("weight_decay_sgd", wd_add_group),
+]
+
+
+@pytest.mark.parametrize("name,fn", CORRECT, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CORRECT)])
+def test_correct_variants_get_full_marks(name, fn):
+    assert_full_marks(CH, name, fn)
+
+
+# --- buggy variants: must lose marks, with feedback naming the cause ---------------------------
+
+def poly_no_factorial(x, degree):
+    return x.reshape(-1, 1) ** torch.arange(degree + 1, dtype=x.dtype)
+
+
+def poly_from_one(x, degree):
+    return torch.stack([x ** i / math.factorial(i) for i in range(1, degree + 1)], 1)
+
+
+def poly_degree_columns(x, degree):
+    return torch.stack([x ** i / math.factorial(i) for i in range(degree)], 1)
+
+
+def poly_next_factorial(x, degree):
+    return torch.stack([x ** i / math.factorial(i + 1) for i in range(degree + 1)], 1)
+
+
+def poly_transposed(x, degree):
+    return torch.stack([x ** i / math.factorial(i) for i in range(degree + 1)], 0)
+
+
+def poly_float32(x, degree):
+    out = torch.zeros(len(x), degree + 1)
+    for i in range(degree + 1):
+        out[:, i] = x ** i / math.factorial(i)
+    return out
+
+
+def fold_leak(k, i, X, y):
+    fs = len(X) // k
+    valid = slice(i * fs, (i + 1) * fs)
+    return X[:k * fs], y[:k * fs], X[valid], y[valid]
+
+
+def fold_leak_no_elif(k, i, X, y):
+    fs = len(X) // k
+    parts_X, parts_y = [], []
+    for j in range(k):
+        idx = slice(j * fs, (j + 1) * fs)
+        if j == i:
+            X_valid, y_valid = X[idx], y[idx]
+        parts_X.append(X[idx])
+        parts_y.append(y[idx])
+    return torch.cat(parts_X), torch.cat(parts_y), X_valid, y_valid
+
+
+def fold_one_based(k, i, X, y):
+    return ref.k_fold_split(k, (i - 1) % k, X, y)
+
+
+def fold_slice_plus_one(k, i, X, y):
+    fs = len(X) // k
+    idx = torch.arange(len(X))
+    valid = (idx >= i * fs) & (idx <= (i + 1) * fs)
+    train = ~valid & (idx < k * fs)
+    return X[train], y[train], X[valid], y[valid]
+
+
+def fold_remainder_last(k, i, X, y):
+    fs = len(X) // k
+    bounds = [j * fs for j in range(k)] + [len(X)]
+    parts = [slice(bounds[j], bounds[j + 1]) for j in range(k)]
+    train = [p for j, p in enumerate(parts) if j != i]
+    return (torch.cat([X[p] for p in train]), torch.cat([y[p] for p in train]),
+            X[parts[i]], y[parts[i]])
+
+
+def fold_ceil(k, i, X, y):
+    fs = math.ceil(len(X) / k)
+    parts = [slice(j * fs, (j + 1) * fs) for j in range(k)]
+    train = [p for j, p in enumerate(parts) if j != i]
+    return (torch.cat([X[p] for p in train]), torch.cat([y[p] for p in train]),
+            X[parts[i]], y[parts[i]])
+
+
+def fold_rotated(k, i, X, y):
+    fs = len(X) // k
+    Xs, ys = list(X[:k * fs].split(fs)), list(y[:k * fs].split(fs))
+    return (torch.cat(Xs[i + 1:] + Xs[:i]), torch.cat(ys[i + 1:] + ys[:i]), Xs[i], ys[i])
+
+
+def fold_wrong_order(k, i, X, y):
+    Xt, yt, Xv, yv = ref.k_fold_split(k, i, X, y)
+    return Xt, Xv, yt, yv
+
+
+def wd_all(net, lr, wd):
+    return torch.optim.SGD(net.parameters(), lr=lr, weight_decay=wd)
+
+
+def wd_first_weight_only(net, lr, wd):
+    return torch.optim.SGD([{"params": net[0].weight, "weight_decay": wd}], lr=lr)
+
+
+def wd_d2l_first_layer(net, lr, wd):
+    return torch.optim.SGD([{"params": net[0].weight, "weight_decay": wd},
+                            {"params": net[0].bias}], lr=lr)
+
+
+def wd_top_level(net, lr, wd):
+    decay, rest = [], []
+    for m in net.children():
+        if isinstance(m, nn.Linear):
+            decay.append(m.weight)
+            if m.bias is not None:
+                rest.append(m.bias)
+    return torch.optim.SGD([{"params": decay, "weight_decay": wd}, {"params": rest}], lr=lr)
+
+
+def wd_by_name(net, lr, wd):
+    decay = [p for n, p in net.named_parameters() if n.endswith("weight")]
+    rest = [p for n, p in net.named_parameters() if not n.endswith("weight")]
+    return torch.optim.SGD([{"params": decay, "weight_decay": wd}, {"params": rest}], lr=lr)
+
+
+def wd_by_ndim(net, lr, wd):
+    decay = [p for p in net.parameters() if p.dim() >= 2]
+    rest = [p for p in net.parameters() if p.dim() < 2]
+    return torch.optim.SGD([{"params": decay, "weight_decay": wd}, {"params": rest}], lr=lr)
+
+
+def wd_none(net, lr, wd):
+    return torch.optim.SGD(net.parameters(), lr=lr)
+
+
+def wd_times_lr(net, lr, wd):
+    return ref.weight_decay_sgd(net, lr, wd * lr)
+
+
+def wd_fixed_lr(net, lr, wd):
+    return ref.weight_decay_sgd(net, 0.1, wd)
+
+
+def wd_momentum(net, lr, wd):
+    opt = ref.weight_decay_sgd(net, lr, wd)
+    for g in opt.param_groups:
+        g["momentum"] = 0.9
+    return opt
+
+
+def wd_adam(net, lr, wd):
+    return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=wd)
+
+
+BUGGY = [
+    ("polynomial_features", poly_no_factorial, "i!"),
+    ("polynomial_features", poly_from_one, "x**0"),
+    ("polynomial_features", poly_degree_columns, "degree + 1 columns"),
+    ("polynomial_features", poly_next_factorial, "(i + 1)!"),
+    ("polynomial_features", poly_transposed, "transposed"),
+    ("polynomial_features", poly_float32, "dtype"),
+    ("k_fold_split", fold_leak, "leaks into training"),
+    ("k_fold_split", fold_leak_no_elif, "leaks into training"),
+    ("k_fold_split", fold_one_based, "off by one"),
+    ("k_fold_split", fold_slice_plus_one, "off by one"),
+    ("k_fold_split", fold_remainder_last, "n % k examples should be dropped"),
+    ("k_fold_split", fold_ceil, "rounded down"),
+    ("k_fold_split", fold_rotated, "original order"),
+    ("k_fold_split", fold_wrong_order, "in the order"),
+    ("l2_penalty", lambda w: (w ** 2).sum(), "not halved"),
+    ("l2_penalty", lambda w: (w ** 2).mean() / 2, "mean instead of a sum"),
+    ("l2_penalty", lambda w: torch.linalg.norm(w) / 2, "not squared"),
+    ("l2_penalty", lambda w: torch.tensor(float((w ** 2).sum() / 2), dtype=w.dtype),
+     "not differentiable"),
+    ("l2_penalty", lambda w: w ** 2 / 2, "scalar"),
+    ("l1_penalty", lambda w: w.sum(), "abs() is missing"),
+    ("l1_penalty", lambda w: w.abs().sum() / 2, "not halved"),
+    ("l1_penalty", lambda w: (w ** 2).sum(), "L2 penalty"),
+    ("l1_penalty", lambda w: torch.tensor(np.abs(w.detach().numpy()).sum(), dtype=w.dtype),
+     "not differentiable"),
+    ("weight_decay_sgd", wd_all, "biases are decayed"),
+    ("weight_decay_sgd", wd_first_weight_only, "never trained"),
+    ("weight_decay_sgd", wd_d2l_first_layer, "never trained"),
+    ("weight_decay_sgd", wd_top_level, "nested modules"),
+    ("weight_decay_sgd", wd_by_name, "not the weight of an nn.Linear"),
+    ("weight_decay_sgd", wd_by_ndim, "not the weight of an nn.Linear"),
+    ("weight_decay_sgd", wd_none, "is not decayed"),
+    ("weight_decay_sgd", wd_times_lr, "instead of wd"),
+    ("weight_decay_sgd", wd_fixed_lr, "learning rate"),
+    ("weight_decay_sgd", wd_momentum, "momentum"),
+    ("weight_decay_sgd", wd_adam, "torch.optim.SGD"),
+]
+
+
+@pytest.mark.parametrize("name,fn,phrase", BUGGY,
+                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(BUGGY)])
+def test_buggy_variants_lose_marks(name, fn, phrase):
+    assert_loses_marks(CH, name, fn, phrase)
+
+
+def test_visible_check_catches_the_seed_notes_bug():
+    """Only net[0].weight in the optimizer: the bias is never trained, already visibly."""
+    from grader.feedback import Mismatch
+    from grader.testing import visible_verdict
+
+    with pytest.raises(Mismatch, match="never trained"):
+        visible_verdict(CH, "weight_decay_sgd", wd_first_weight_only)
+    with pytest.raises(Mismatch, match="biases are decayed"):
+        visible_verdict(CH, "weight_decay_sgd", wd_all)
+
+
+def test_every_exercise_has_correct_and_buggy_variants():
+    from grader.registry import get_chapter
+
+    names = set(get_chapter(CH).exercises)
+    assert {n for n, _ in CORRECT} == names
+    assert {n for n, _, _ in BUGGY} == names
+
+
+def test_not_implemented_scores_zero():
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    for name in ("polynomial_features", "k_fold_split", "l2_penalty", "weight_decay_sgd"):
+        v = hidden_verdict(CH, name, stub)
+        assert v.score == 0 and "not implemented" in v.feedback
