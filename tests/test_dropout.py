@@ -1,13 +1,11 @@
 """Chapter 05: references agree with torch; the hidden checks accept correct answers written
 differently and reject realistic buggy ones with specific feedback."""
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from grader.chapters import dropout as ref
-from grader.testing import assert_full_marks, assert_loses_marks, hidden_verdict
 
 CH = "05_dropout"
 
@@ -149,11 +147,6 @@ CORRECT = [
     ("evaluate_loss", eval_loss_try_finally),
     ("evaluate_loss", eval_loss_weighted_means),
 ]
-
-
-@pytest.mark.parametrize("name,fn", CORRECT, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CORRECT)])
-def test_correct_variants_get_full_marks(name, fn):
-    assert_full_marks(CH, name, fn)
 
 
 # --- buggy variants: must lose marks, with feedback naming the cause ---------------------------
@@ -395,26 +388,3 @@ BUGGY = [
     ("evaluate_loss", eval_loss_d2l, "d2l"),
     ("evaluate_loss", eval_loss_full_batches, "last batch is smaller"),
 ]
-
-
-@pytest.mark.parametrize("name,fn,phrase", BUGGY,
-                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(BUGGY)])
-def test_buggy_variants_lose_marks(name, fn, phrase):
-    assert_loses_marks(CH, name, fn, phrase)
-
-
-def test_every_exercise_has_correct_and_buggy_variants():
-    from grader.registry import get_chapter
-
-    names = set(get_chapter(CH).exercises)
-    assert {n for n, _ in CORRECT} == names
-    assert {n for n, _, _ in BUGGY} == names
-
-
-def test_not_implemented_scores_zero():
-    def stub(*args, **kwargs):
-        raise NotImplementedError()
-
-    for name in ("dropout_layer", "DropoutMLP", "evaluate_loss"):
-        v = hidden_verdict(CH, name, stub)
-        assert v.score == 0 and "not implemented" in v.feedback

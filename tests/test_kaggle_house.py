@@ -5,14 +5,13 @@ import math
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from grader.chapters import kaggle_house as ref
 from grader.data.kaggle_house import synthetic_house_data
-from grader.testing import assert_full_marks, assert_loses_marks, hidden_verdict
+from grader.testing import hidden_verdict
 
 CH = "08_kaggle_house"
 
@@ -142,11 +141,6 @@ CORRECT = [
 ]
 
 
-@pytest.mark.parametrize("name,fn", CORRECT, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CORRECT)])
-def test_correct_variants_get_full_marks(name, fn):
-    assert_full_marks(CH, name, fn)
-
-
 # --- buggy variants ---------------------------------------------------------------------------------
 
 def variant(**kw):
@@ -250,29 +244,6 @@ BUGGY = [
     ("k_fold", k_fold_sum, "sum over folds"),
     ("k_fold", k_fold_fixed_lr, "log-RMSE"),
 ]
-
-
-@pytest.mark.parametrize("name,fn,phrase", BUGGY,
-                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(BUGGY)])
-def test_buggy_variants_lose_marks(name, fn, phrase):
-    assert_loses_marks(CH, name, fn, phrase)
-
-
-def test_every_exercise_has_correct_and_buggy_variants():
-    from grader.registry import get_chapter
-
-    names = set(get_chapter(CH).exercises)
-    assert {n for n, _ in CORRECT} == names
-    assert {n for n, _, _ in BUGGY} == names
-
-
-def test_not_implemented_scores_zero():
-    def stub(*args, **kwargs):
-        raise NotImplementedError()
-
-    for name in ("preprocess", "log_rmse", "get_k_fold_data", "k_fold"):
-        v = hidden_verdict(CH, name, stub)
-        assert v.score == 0 and "not implemented" in v.feedback
 
 
 def test_outcome_check_falls_back_to_the_synthetic_table(monkeypatch, tmp_path):

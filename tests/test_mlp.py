@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from grader.chapters import mlp as ref
-from grader.testing import assert_full_marks, assert_loses_marks, hidden_verdict
 
 CH = "03_mlp"
 
@@ -204,11 +203,6 @@ CORRECT = [
     ("tanh_via_sigmoid", ref.tanh_via_sigmoid),
     ("tanh_via_sigmoid", lambda X, sigmoid: sigmoid(2 * X) * 2 - torch.ones_like(X)),
 ]
-
-
-@pytest.mark.parametrize("name,fn", CORRECT, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CORRECT)])
-def test_correct_variants_get_full_marks(name, fn):
-    assert_full_marks(CH, name, fn)
 
 
 # --- buggy variants ------------------------------------------------------------------------
@@ -406,26 +400,3 @@ BUGGY = [
     ("tanh_via_sigmoid", lambda X, sigmoid: 2 * sigmoid(2 * X), "without the - 1"),
     ("tanh_via_sigmoid", lambda X, sigmoid: sigmoid(2 * X) - 1, "multiply the sigmoid by 2"),
 ]
-
-
-@pytest.mark.parametrize("name,fn,phrase", BUGGY,
-                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(BUGGY)])
-def test_buggy_variants_lose_marks(name, fn, phrase):
-    assert_loses_marks(CH, name, fn, phrase)
-
-
-def test_every_exercise_has_correct_and_buggy_variants():
-    from grader.registry import get_chapter
-
-    names = set(get_chapter(CH).exercises)
-    assert {n for n, _ in CORRECT} == names
-    assert {n for n, _, _ in BUGGY} == names
-
-
-def test_not_implemented_scores_zero():
-    def stub(*args, **kwargs):
-        raise NotImplementedError()
-
-    for name in ("relu", "init_mlp_params", "mlp_forward", "make_mlp"):
-        v = hidden_verdict(CH, name, stub)
-        assert v.score == 0 and "not implemented" in v.feedback
