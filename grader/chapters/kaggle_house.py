@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from grader.cases import gen
+from grader.chapters.weight_decay import check_k_fold_split
 from grader.feedback import Mismatch, expect_close, fmt_number, type_name
 from grader.registry import Chapter
 
@@ -287,73 +288,9 @@ def check_log_rmse(t, log_rmse_):
             _log_rmse_case(t, log_rmse_, preds.to(dtype), labels.to(dtype))
 
 
-# --- get_k_fold_data --------------------------------------------------------------------------
+# --- get_k_fold_data: the contract of 04's k_fold_split, graded by the same check --------------
 
-
-def _fold_case(t, fn, k, i, n, dtype=torch.float32, y_flat=False):
-    X = torch.stack([torch.arange(n, dtype=dtype), torch.linspace(-1, 1, n, dtype=dtype)], 1)
-    y = 10 * torch.arange(n, dtype=dtype)
-    y = y if y_flat else y.reshape(-1, 1)
-    what = f"get_k_fold_data({k}, {i}, X of {n} examples, y)"
-    out = t.call(fn, k, i, X, y, what=what)
-    if not isinstance(out, tuple | list) or len(out) != 4:
-        raise Mismatch(f"{what} should return (X_train, y_train, X_valid, y_valid), but returned "
-                       f"{type_name(out)}")
-    if not all(isinstance(a, torch.Tensor) for a in out):
-        raise Mismatch(f"{what} should return four tensors, got "
-                       f"{', '.join(type_name(a) for a in out)}")
-    expected = get_k_fold_data(k, i, X, y)
-    fs = n // k
-    idx = lambda a: [int(v) for v in a[:, 0].round().tolist()] if a.dim() == 2 and \
-        a.shape[-1] == 2 else None
-    got_valid, got_train = idx(out[2]), idx(out[0])
-    exp_valid, exp_train = idx(expected[2]), idx(expected[0])
-    if got_valid is None or got_train is None:
-        raise Mismatch(f"{what}: X_train and X_valid should keep X's columns; got shapes "
-                       f"{tuple(out[0].shape)} and {tuple(out[2].shape)}")
-    causes = []
-    if got_valid == exp_train and got_train == exp_valid:
-        causes.append("training and validation parts swapped: return (X_train, y_train, X_valid, "
-                      "y_valid)")
-    if got_valid == list(range(i * fs, n)) or got_valid == exp_valid + list(range(k * fs, n)):
-        causes.append("the last n % k examples are added to the validation fold; folds have "
-                      "n // k examples and the remainder is dropped")
-    if sorted(got_train) == sorted(exp_train + list(range(k * fs, n))) and got_valid == exp_valid:
-        causes.append("the last n % k examples are kept in the training part; folds have n // k "
-                      "examples and the remainder is dropped")
-    if i + 1 < k and got_valid == list(range((i + 1) * fs, (i + 2) * fs)):
-        causes.append("fold i + 1 used for validation: fold i (0-based) is the validation fold")
-    fsc = -(-n // k)
-    if got_valid == list(range(i * fsc, min((i + 1) * fsc, n))) and fsc != fs:
-        causes.append("fold size rounded up: folds have n // k examples")
-    if got_valid != exp_valid or got_train != exp_train:
-        head = lambda v: (str(v) if len(v) <= 10 else f"[{', '.join(map(str, v[:5]))}, ..., "
-                                                      f"{', '.join(map(str, v[-3:]))}]") \
-            + f" ({len(v)} examples)"
-        raise Mismatch(f"{what}: validation examples {head(got_valid)} and training examples "
-                       f"{head(got_train)}; expected validation {head(exp_valid)} and training "
-                       f"{head(exp_train)} (folds of n // k = {fs} consecutive examples, the "
-                       f"others in order, the last {n % k} dropped)"
-                       + (f"\n  likely cause: {causes[0]}" if causes else ""))
-    for name, a, b in zip(("X_train", "y_train", "X_valid", "y_valid"), out, expected):
-        if a.shape != b.shape or a.dtype != b.dtype or not torch.equal(a, b):
-            raise Mismatch(f"{what}: {name} has shape {tuple(a.shape)} and dtype {a.dtype}, "
-                           f"expected {tuple(b.shape)} and {b.dtype}, with the rows of its "
-                           "examples\n  likely cause: the labels are not split like the features")
-
-
-@CHAPTER.exercise("get_k_fold_data", points=2)
-def check_get_k_fold_data(t, get_k_fold_data_):
-    with t.case("worked example: 10 examples, k = 5, fold 1 is validation"):
-        _fold_case(t, get_k_fold_data_, 5, 1, 10)
-    if not t.hidden:
-        return
-    for k, i, n, dtype, flat in ((5, 0, 23, torch.float32, False), (5, 4, 23, torch.float64, False),
-                                 (3, 1, 14, torch.float32, True), (4, 3, 31, torch.float64, False),
-                                 (2, 0, 5, torch.float32, False), (7, 3, 7, torch.float32, True)):
-        with t.case(f"k = {k}, fold {i}, {n} examples, {dtype}" + (", y of shape (n,)"
-                                                                    if flat else "")):
-            _fold_case(t, get_k_fold_data_, k, i, n, dtype, flat)
+CHAPTER.exercise("get_k_fold_data", points=2)(check_k_fold_split)
 
 
 # --- k_fold -------------------------------------------------------------------------------------

@@ -173,6 +173,9 @@ def _fold_variants(k, i, X, y):
             lambda: split(train + list(range(k * fs, n)), valid),
         "the fold size should be n // k (rounded down), not rounded up":
             lambda: split([r for j in range(k) if j != i for r in ceil_folds[j]], ceil_folds[i]),
+        "the training and validation parts are swapped: return (X_train, y_train, X_valid, "
+        "y_valid)":
+            lambda: split(valid, train),
         "the training folds are not in their original order (folds after i come first)":
             lambda: split([r for j in list(range(i + 1, k)) + list(range(i)) for r in folds[j]],
                           valid),
@@ -180,7 +183,7 @@ def _fold_variants(k, i, X, y):
 
 
 def _fold_case(t, fn, k, i, X, y):
-    what = f"k_fold_split({k}, {i}, X {tuple(X.shape)}, y {tuple(y.shape)})"
+    what = f"{t.name}({k}, {i}, X {tuple(X.shape)}, y {tuple(y.shape)})"  # also 08's get_k_fold_data
     out = t.call(fn, k, i, X, y, what=what)
     names = ("X_train", "y_train", "X_valid", "y_valid")
     if not isinstance(out, tuple | list) or len(out) != 4:
