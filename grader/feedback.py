@@ -200,3 +200,13 @@ def expect_close(received, expected: float, *, what: str, atol: float, rtol: flo
     if not (abs(received - expected) <= atol + rtol * abs(expected)):
         raise Mismatch(f"{what} is {fmt_number(float(received))}, expected {fmt_number(expected)}."
                        f"{describe_inputs(inputs)}" + (f"\n  likely cause: {cause}" if cause else ""))
+
+
+def expect_pair(result, what: str, first: str, second: str):
+    """`result` unpacked as a pair; a Mismatch naming the two expected parts otherwise."""
+    if not isinstance(result, tuple | list) or len(result) != 2:
+        raise Mismatch(f"{what} should return a pair ({first}, {second}), but returned "
+                       f"{fmt_value(result)}" + (f" (a {type(result).__name__} of length "
+                                                 f"{len(result)})"
+                                                 if isinstance(result, tuple | list) else ""))
+    return result

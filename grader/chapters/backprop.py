@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from grader.cases import gen, randn, tol
-from grader.feedback import Mismatch, expect_tensor, fmt_value
+from grader.feedback import Mismatch, expect_pair, expect_tensor, fmt_value
 from grader.registry import Chapter
 
 CHAPTER = Chapter("07_backprop", "Forward and backward propagation by hand")
@@ -497,9 +497,7 @@ def _mlp_case(t, fn, n, d, h, q, lambd, dtype, seed):
     g1, g2 = _mlp_autograd(X, y, W1, W2, lambd)
     what = f"mlp_l2_backward(X ({n}, {d}), y, W1 ({d}, {h}), W2 ({h}, {q}), lambd={lambd})"
     out = t.call(fn, X, y, W1, W2, lambd, what=what, forbidden=NO_AUTOGRAD)
-    if not isinstance(out, tuple | list) or len(out) != 2:
-        raise Mismatch(f"{what} should return a pair (dJ/dW1, dJ/dW2), but returned "
-                       f"{fmt_value(out)}")
+    expect_pair(out, what, "dJ/dW1", "dJ/dW2")
     d1, d2 = _mlp_autograd(X, y, W1, W2, 0.0)
     b1, b2 = mlp_l2_backward(X, y, W1, W2, 0.0)  # data terms, for the batch-size variant
     variants = {

@@ -13,7 +13,7 @@ import os
 import torch
 
 from grader.cases import DTYPES, expect_stat, gen, randn, tol
-from grader.feedback import Mismatch, expect_close, expect_tensor, fmt_number
+from grader.feedback import Mismatch, expect_close, expect_pair, expect_tensor, fmt_number
 from grader.registry import Chapter
 
 CHAPTER = Chapter("01_linear_regression", "Linear regression and maximum likelihood")
@@ -69,14 +69,6 @@ NO_ITERATION = {torch.Tensor.backward: "Tensor.backward", torch.autograd.grad: "
 OPTIM_DIR = (os.path.join(os.path.dirname(torch.__file__), "optim"), None)
 
 
-def _pair(result, what: str, first: str, second: str):
-    if not isinstance(result, tuple | list) or len(result) != 2:
-        raise Mismatch(f"{what} should return a pair ({first}, {second}), but returned "
-                       f"{type(result).__name__}" + (f" of length {len(result)}"
-                                                     if isinstance(result, tuple | list) else ""))
-    return result
-
-
 # --- synthetic_data -------------------------------------------------------------------------
 
 
@@ -84,7 +76,7 @@ def _synthetic_stats(t, synthetic_data, w, b, n, noise, seed, label):
     with t.case(f"{label}: shapes, dtype and the distribution of X and y", weight=2):
         out = t.call(synthetic_data, w, b, n, noise, gen(seed),
                      what=f"synthetic_data(w, b, {n}, noise={noise}, generator=g)")
-        X, y = _pair(out, "synthetic_data", "X", "y")
+        X, y = expect_pair(out, "synthetic_data", "X", "y")
         d = len(w)
         for name, got, shape in (("X", X, (n, d)), ("y", y, (n, 1))):
             if not isinstance(got, torch.Tensor):
@@ -154,7 +146,7 @@ def check_synthetic_data(t, synthetic_data):
     _synthetic_stats(t, synthetic_data, torch.tensor([1.5]), 0.0, 3000, 0.0, 3, "noise = 0")
     with t.case("default noise and no generator"):
         out = t.call(synthetic_data, w32, 4.2, 10, what="synthetic_data(w, b, 10)")
-        X, y = _pair(out, "synthetic_data", "X", "y")
+        X, y = expect_pair(out, "synthetic_data", "X", "y")
         expect_tensor(y, linreg(X, w32.reshape(-1, 1), 4.2), what="y for the default noise 0.01",
                       atol=0.1, rtol=0)
 
@@ -174,7 +166,7 @@ def _batches(t, data_iter, batch_size, features, labels, g, what):
     except Exception as exc:
         raise Mismatch(f"{what} raised {type(exc).__name__} while iterating: {exc}") from None
     for i, item in enumerate(batches):
-        X, y = _pair(item, f"minibatch {i} of {what}", "X", "y")
+        X, y = expect_pair(item, f"minibatch {i} of {what}", "X", "y")
         if not isinstance(X, torch.Tensor) or not isinstance(y, torch.Tensor):
             raise Mismatch(f"minibatch {i} of {what} should be a pair of tensors")
         if X.shape[0] != y.shape[0]:
@@ -473,7 +465,7 @@ def check_gaussian_nll(t, gaussian_nll_):
 def _fit_case(t, fit, X, y, atol, rtol):
     what = f"fit_normal_equation(X {tuple(X.shape)}, y {tuple(y.shape)})"
     out = t.call(fit, X, y, what=what, forbidden=NO_ITERATION, forbidden_python=[OPTIM_DIR])
-    w_hat, b_hat = _pair(out, what, "w", "b")
+    w_hat, b_hat = expect_pair(out, what, "w", "b")
     w_ref, b_ref = fit_normal_equation(X, y)
     if isinstance(w_hat, torch.Tensor) and w_hat.shape[0] == X.shape[1] + 1:
         raise Mismatch(f"{what}: w has {w_hat.shape[0]} rows for {X.shape[1]} features\n"
@@ -554,7 +546,7 @@ def check_train_linreg(t, train_linreg):
     with t.case("zero initialisation: num_epochs = 0 returns w = zeros (2, 1), b = zeros (1,)"):
         out = t.call(train_linreg, features, labels, 0.03, 0, 10, gen(1),
                      what="train_linreg(features, labels, lr=0.03, num_epochs=0, ...)")
-        w, b = _pair(out, "train_linreg", "w", "b")
+        w, b = expect_pair(out, "train_linreg", "w", "b")
         expect_tensor(w, torch.zeros(2, 1), what="w before any training", check_dtype=False)
         expect_tensor(b, torch.zeros(1), what="b before any training", check_dtype=False)
     with t.case("3 epochs from zeros recover w = [2, -3.4], b = 4.2"):
@@ -562,7 +554,7 @@ def check_train_linreg(t, train_linreg):
                      what="train_linreg(features, labels, lr=0.03, num_epochs=3, "
                           "batch_size=10, generator=g)",
                      forbidden_python=[OPTIM_DIR])
-        w, b = _pair(out, "train_linreg", "w", "b")
+        w, b = expect_pair(out, "train_linreg", "w", "b")
         expect_tensor(torch.as_tensor(w).detach().reshape(2, 1), true_w.reshape(2, 1),
                       what="w after 3 epochs", atol=0.05, rtol=0, check_dtype=False)
         expect_tensor(torch.as_tensor(b).detach().reshape(1), torch.tensor([4.2]),

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grader.cases import DTYPES, expect_stat, gen, randn
-from grader.feedback import Mismatch, expect_tensor, fmt_value
+from grader.feedback import Mismatch, expect_pair, expect_tensor, fmt_value
 from grader.registry import Chapter
 
 CHAPTER = Chapter("03_mlp", "Multilayer perceptrons")
@@ -452,9 +452,7 @@ def _collapse_case(t, collapse, d, h, q, seed, dtype):
                            "lengths; the first bias passes through the second layer: "
                            "b = b1 @ W2 + b2") from None
         raise
-    if not isinstance(out, tuple | list) or len(out) != 2:
-        raise Mismatch(f"{what} should return a pair (W, b), but returned {fmt_value(out)}")
-    W, b = out
+    W, b = expect_pair(out, what, "W", "b")
     W_ref, b_ref = collapse_linear(*(p.double() for p in (W1, b1, W2, b2)))
     tol = dict(atol=1e-4 * h, rtol=1e-4) if dtype == torch.float32 else \
         dict(atol=1e-10 * h, rtol=1e-10)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from grader.cases import DTYPES, gen, randn
-from grader.feedback import Mismatch, describe_inputs, expect_close, expect_tensor, fmt_number
+from grader.feedback import Mismatch, describe_inputs, expect_close, expect_pair, expect_tensor, fmt_number
 from grader.registry import Chapter
 
 CHAPTER = Chapter("02_softmax", "Softmax regression and numerical stability")
@@ -533,9 +533,7 @@ def _train_case(t, train_epoch_, kind, seed, sizes, d, q, dtype, lr):
                            "nn.Module; call net.train() only if isinstance(net, "
                            "torch.nn.Module)") from None
         raise
-    if not isinstance(out, tuple | list) or len(out) != 2:
-        raise Mismatch(f"{what} should return a pair (mean loss per example, fraction correct), "
-                       f"but returned {type(out).__name__}")
+    expect_pair(out, what, "mean loss per example", "fraction correct")
     if kind != "scratch":
         modes = net[1].modes
         if not modes:
