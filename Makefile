@@ -12,8 +12,11 @@ PIP_ARGS ?= --isolated
 PIP      := $(PIP_ENV) $(PY) -m pip install $(PIP_ARGS) --disable-pip-version-check
 LAB_ARGS ?=
 PYTEST_ARGS ?=
+# The student edition (what a course hands to students): make edition [EDITION=dir] [EDITION_ARGS=--force]
+EDITION ?= build/student-edition
+EDITION_ARGS ?=
 
-.PHONY: env lab test lint release release-check clean-env
+.PHONY: env lab test lint release release-check edition clean-env
 
 env: $(VENV)/.installed
 
@@ -40,6 +43,9 @@ release: env
 
 release-check: env
 	$(PY) -m grader release --check
+
+edition: env
+	$(PY) -m grader edition $(EDITION) --zip $(EDITION_ARGS)
 
 test: env
 	$(VENV)/bin/ruff check grader tests

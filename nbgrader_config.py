@@ -10,10 +10,21 @@ c.CourseDirectory.course_id = "dl-foundations"
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "chapters"
 
-# Test cells grade with the hidden checks of the `grader` package; training cells need more than
-# nbgrader's default 30 s on a small machine.
-c.ExecutePreprocessor.timeout = 300
-c.ExecutePreprocessor.interrupt_on_timeout = True
+# Autograde runs each submission in a sandboxed kernel and judges its exercises in nbgrader's own
+# process (grader.nbgrader_plugin.JudgeExecute replaces nbgrader's Execute): the kernel never sees
+# a reference, and nothing the notebook prints can set its grade. Without bubblewrap, set
+# c.JudgeExecute.sandbox = False knowingly (the references then rely on the source checks only).
+c.Autograde.autograde_preprocessors = [
+    "grader.nbgrader_plugin.JudgeExecute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+c.JudgeExecute.timeout = 900  # seconds for one notebook
+c.JudgeExecute.cell_timeout = 300  # training cells need more than 30 s on a small machine
 
 c.ClearSolutions.code_stub = {
     "python": "# YOUR CODE HERE\nraise NotImplementedError()",

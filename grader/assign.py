@@ -71,8 +71,67 @@ def generate(chapters: list[str] | None, release_dir: Path) -> list[Path]:
     return written
 
 
-def release(chapters: list[str] | None = None) -> list[Path]:
-    return generate(chapters, ROOT / RELEASE)
+def _committed(path: Path) -> bytes | None:
+    """The file as the repository's last commit has it (None outside git or if untracked)."""
+    import subprocess
+
+    try:
+        rel = path.resolve().relative_to(ROOT)
+        out = subprocess.run(["git", "-C", str(ROOT), "show", f"HEAD:{rel.as_posix()}"],
+                             capture_output=True, timeout=30)
+    except (ValueError, OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+class WouldOverwrite(SystemExit):
+    """`release` refused to replace notebooks that someone edited."""
+
+
+def release(chapters: list[str] | None = None, force: bool = False) -> list[Path]:
+    """Regenerate chapters/ from solutions/ without losing anyone's work.
+
+    A notebook in chapters/ is replaced only when it is what the repository committed (so
+    nobody edited it) or when `force` is given; then the edited one is kept next to it as
+    `<name>.backup-<time>.ipynb`. Files that nbgrader does not generate are never deleted.
+    """
+    import shutil
+    import time
+
+    chapters = chapters or source_chapters()
+    written, refused = [], []
+    with tempfile.TemporaryDirectory(prefix="release-") as tmp:
+        fresh = Path(tmp) / "release"
+        generate(chapters, fresh)
+        plans = []
+        for cid in chapters:
+            for new in sorted((fresh / cid).rglob("*")):
+                if not new.is_file():
+                    continue
+                old = ROOT / RELEASE / cid / new.relative_to(fresh / cid)
+                if old.exists() and old.read_bytes() == new.read_bytes():
+                    continue
+                edited = old.exists() and _committed(old) != old.read_bytes()
+                if edited and not force:
+                    refused.append(old)
+                plans.append((new, old, edited))
+        if refused:
+            listing = "\n".join(f"  {p.relative_to(ROOT)}" for p in refused)
+            raise WouldOverwrite(
+                f"these notebooks were changed since they were generated (someone's work?):\n"
+                f"{listing}\nNothing was written. Save that work elsewhere (students work in the "
+                "student edition: `make edition`), or run `python -m grader release --force`, "
+                "which keeps each changed notebook as a .backup file beside the new one.")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for new, old, edited in plans:
+            old.parent.mkdir(parents=True, exist_ok=True)
+            if edited:
+                backup = old.with_name(f"{old.stem}.backup-{stamp}{old.suffix}")
+                shutil.copy2(old, backup)
+                print(f"kept your changed {old.relative_to(ROOT)} as {backup.name}")
+            shutil.copyfile(new, old)
+            written.append(old)
+    return written
 
 
 def check_release(chapters: list[str] | None = None) -> list[str]:
@@ -89,7 +148,8 @@ def check_release(chapters: list[str] | None = None) -> list[str]:
                 problems.append(f"{RELEASE}/{cid}/ is missing")
                 continue
             problems += _differences(cmp, f"{RELEASE}/{cid}")
-        extra = {p.name for p in (ROOT / RELEASE).iterdir() if p.is_dir()} - set(source_chapters())
+        extra = {p.name for p in (ROOT / RELEASE).iterdir()
+                 if p.is_dir() and not p.name.startswith(".")} - set(source_chapters())
         problems += [f"{RELEASE}/{name}/ has no source in {SOURCE}/" for name in sorted(extra)]
     return problems
 

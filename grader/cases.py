@@ -10,6 +10,9 @@ tail); a check with k comparisons fails a correct answer with probability below 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
 import math
 
 import torch
@@ -22,8 +25,31 @@ FALSE_ALARM = math.erfc(Z / math.sqrt(2))  # 5.7e-7
 DTYPES = (torch.float32, torch.float64)
 
 
+# The seed of a grading run: set while hidden checks run, drawn per run by the grader and never
+# shown to the notebook, so hidden inputs cannot be known in advance.
+_SALT: contextvars.ContextVar[int | None] = contextvars.ContextVar("salt", default=None)
+
+
+@contextlib.contextmanager
+def hidden_salt(salt: int | None):
+    token = _SALT.set(salt)
+    try:
+        yield
+    finally:
+        _SALT.reset(token)
+
+
+def seed_of(seed: int) -> int:
+    """`seed` as is in visible checks; mixed with the grading run's seed in hidden ones."""
+    salt = _SALT.get()
+    if salt is None:
+        return seed
+    h = hashlib.sha256(f"{salt}:{seed}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
 def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(seed_of(seed))
 
 
 def randn(*shape, seed: int, dtype=torch.float64, scale: float = 1.0) -> torch.Tensor:

@@ -75,10 +75,75 @@ def cmd_grade(args) -> int:
     return 2 if errors else 0
 
 
-def cmd_grade_one(args) -> int:
-    from grader.grade import grade_one_to_json
+def chapter_of(path, given: str | None) -> str:
+    """The assignment a submission was handed in for: --chapter, else its folder or file name.
 
-    print(grade_one_to_json(args.path, args.cell_timeout, args.fast))
+    A notebook's own metadata is never asked: a submission cannot choose its grader.
+    """
+    from pathlib import Path
+
+    from grader.intake import SubmissionError
+    from grader.registry import chapter_ids
+
+    known = chapter_ids()
+    if given:
+        if given not in known:
+            raise SubmissionError(f"unknown chapter {given!r} (known: {', '.join(known)})")
+        return given
+    p = Path(path)
+    found = [part for part in [p.stem, *[q.name for q in p.parents]] if part in known]
+    if not found:
+        raise SubmissionError(f"{path}: cannot tell which chapter this was handed in for; put "
+                              "it in a folder named after the chapter, or pass --chapter")
+    return found[0]
+
+
+def cmd_grade_one(args) -> int:
+    """Worker: grade one notebook; the result goes to --result-file (never parsed from stdout)."""
+    from pathlib import Path
+
+    from grader.intake import SubmissionError, load_submission
+    from grader.judge import Options, grade_notebook_node
+
+    seed = os.environ.get("GRADER_RUN_SEED")
+    options = Options(cell_timeout=args.cell_timeout, fast=args.fast, sandbox=args.sandbox,
+                      memory_bytes=int(args.memory_gib * 2**30),
+                      timeout=args.notebook_timeout,
+                      salt=int(seed) if seed and seed.isdigit() else None)
+    try:
+        chapter = chapter_of(args.path, args.chapter)
+        nb = load_submission(Path(args.path))
+        result = {"ok": grade_notebook_node(nb, chapter, options)}
+    except SubmissionError as exc:
+        result = {"error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - e.g. no sandbox: one clear line
+        from grader.sandbox import SandboxUnavailable
+
+        if isinstance(exc, SandboxUnavailable):
+            result = {"error": str(exc), "fatal": True}
+        else:
+            raise
+    text = json.dumps(result)
+    if args.result_file:
+        tmp = args.result_file + ".part"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, args.result_file)
+    else:
+        print(text)
+    return 0
+
+
+def cmd_edition(args) -> int:
+    from pathlib import Path
+
+    from grader.edition import build
+
+    dest = build(Path(args.dir), chapters=args.chapters or None, force=args.force,
+                 archive=args.zip)
+    print(f"wrote the student edition to {dest}")
+    print("hand it to students as a zip (--zip), a git repository, or through JupyterHub "
+          "with nbgitpuller; see README.md")
     return 0
 
 
@@ -90,13 +155,18 @@ def cmd_release(args) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         if problems:
-            print("chapters/ is not what `make release` generates from solutions/: run "
-                  "`make release` and commit the result.", file=sys.stderr)
+            print("chapters/ differs from what solutions/ generates (listed above). If you "
+                  "changed solutions/, regenerate with `make release` (it never replaces a "
+                  "notebook someone edited without asking). If these are your answers as a "
+                  "student, they are safe: nothing here touched them.", file=sys.stderr)
             return 1
         print("chapters/ is up to date with solutions/")
         return 0
-    for path in release(args.chapters or None):
+    written = release(args.chapters or None, force=args.force)
+    for path in written:
         print(f"wrote {path}")
+    if not written:
+        print("chapters/ was already up to date")
     return 0
 
 
@@ -144,14 +214,29 @@ def main(argv=None) -> int:
 
     one = sub.add_parser("_grade-one", help=argparse.SUPPRESS)
     one.add_argument("path")
-    one.add_argument("--cell-timeout", type=int, default=120)
+    one.add_argument("--result-file")
+    one.add_argument("--chapter")
+    one.add_argument("--cell-timeout", type=float, default=120)
+    one.add_argument("--notebook-timeout", type=float, default=900)
+    one.add_argument("--memory-gib", type=float, default=4)
     one.add_argument("--no-fast", dest="fast", action="store_false")
+    one.add_argument("--no-sandbox", dest="sandbox", action="store_false")
     one.set_defaults(func=cmd_grade_one)
+
+    e = sub.add_parser("edition", help="build the student edition (notebooks, checks, no answers)")
+    e.add_argument("dir", metavar="DIR")
+    e.add_argument("chapters", nargs="*", help="chapter ids (default: all)")
+    e.add_argument("--zip", action="store_true", help="also write DIR.zip")
+    e.add_argument("--force", action="store_true",
+                   help="replace a non-empty DIR (the old one is kept as DIR.backup)")
+    e.set_defaults(func=cmd_edition)
 
     r = sub.add_parser("release", help="generate chapters/ from solutions/ with nbgrader")
     r.add_argument("chapters", nargs="*", help="chapter ids (default: all)")
     r.add_argument("--check", action="store_true",
                    help="only check that chapters/ is what would be generated")
+    r.add_argument("--force", action="store_true",
+                   help="also replace notebooks changed since generation (kept as .backup files)")
     r.set_defaults(func=cmd_release)
 
     rec = sub.add_parser("record-outputs", help="run solution notebooks and store the outputs "

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import nbformat
 
-from grader import check
 from grader.registry import Chapter, chapter_ids, get_chapter
 from grader.runner import Verdict, run_check
 
@@ -30,25 +29,26 @@ class SubmissionError(Exception):
 
 
 def hidden_check(chapter_id: str, name: str, answer) -> Verdict:
-    """Grade `answer` with the hidden check; show the verdict; remember it for `check(...)`."""
-    exercise = get_chapter(chapter_id).exercises[name]
+    """The author's view: run the hidden check in this kernel and show the verdict.
+
+    Solution notebooks call this from their hidden test cells (CI runs them with
+    GRADER_STRICT=1, so a reference below full marks fails). It is never trusted for grading:
+    `grader.judge` runs hidden checks in the grader's own process.
+    """
+    from grader.remote import local_remote
+    from grader.runner import LiveRefs
+
+    chapter = get_chapter(chapter_id)
+    exercise = chapter.exercises[name]
     if answer is None:
         verdict = Verdict(name, 0.0, exercise.points,
                           f"{name}: not defined. Run (and fix) the cell that defines it.")
     else:
-        verdict = run_check(exercise.check, name, answer, exercise.points, hidden=True,
-                            d2l_names=exercise.d2l_names)
-    check.HIDDEN_RESULTS[(chapter_id, name)] = verdict
+        remote = local_remote({"answer": answer})
+        verdict = run_check(exercise, remote.global_("answer"), hidden=True, remote_=remote,
+                            refs=LiveRefs(chapter.references), salt=0)
     text = f"{verdict.feedback}\nscore: {verdict.score:g} / {verdict.max_score:g}"
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:  # pragma: no cover - IPython is part of the environment
-        get_ipython = lambda: None
-    if get_ipython() is not None:
-        display({"text/plain": text, VERDICT_MIME: verdict.to_json()}, raw=True)
-    else:
-        print(text)
+    print(text)
     if os.environ.get("GRADER_STRICT") and not verdict.passed:
         raise AssertionError(f"hidden check below full marks:\n{text}")
     return verdict

@@ -1,41 +1,30 @@
-"""Running a check: cases, calls into student code, forbidden calls, verdicts.
+"""Running a check: cases, calls into student code, reference values, verdicts.
 
-A check is a function `check(t: Tester, answer)` that opens cases (`with t.case(...)`) and calls
-the student's object through `t.call`. The same check runs in two modes:
+A check opens cases (`with t.case(...)`) and uses the student's object, a `grader.remote.Handle`,
+through `t.call`, `t.expect` and the handle's attributes: every use is a request to the observer
+where the student's code runs (the grading kernel, or this process). The check itself, the
+references and the comparisons run here.
 
-- visible (student side): stops at the first failing case and raises its feedback;
-- hidden (grading): runs every case, and the score is the weighted fraction of cases passed.
+An exercise has a visible part (worked examples, run by a student's `check(...)`) and a hidden
+part (run only when grading, on inputs drawn from a seed of the grading run). The visible part
+asks for reference values with `t.ref(name, *inputs)` and for what likely mistakes produce with
+`t.likely(name, *inputs)`; with the instructor's references installed these are computed, in a
+student edition they are the values recorded when the edition was built.
 
-A check relies only on its own inputs and references and on the object it is handed, so it can
-run in a separate process.
+- visible mode stops at the first failing case and raises its feedback;
+- hidden mode runs every case, and the score is the weighted fraction of cases passed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
-import os
-import sys
-import traceback
-import warnings
 from collections.abc import Callable, Iterable
 
 import torch
-from torch.overrides import TorchFunctionMode
 
-from grader.feedback import Mismatch, NotImplementedAnswer, expect_tensor, fmt_value
-
-try:  # d2l ships answers to some graded names; calling them earns nothing
-    import importlib.util
-
-    _spec = importlib.util.find_spec("d2l")
-    D2L_DIR = os.path.dirname(_spec.origin) if _spec and _spec.origin else None
-except (ImportError, ValueError):
-    D2L_DIR = None
-
-TORCH_DIR = os.path.dirname(torch.__file__)
-
+from grader import cases, remote, wire
+from grader.feedback import Mismatch, NotImplementedAnswer, expect_tensor
 
 @dataclasses.dataclass
 class Verdict:
@@ -56,43 +45,6 @@ class Verdict:
                 "passed": self.passed, "feedback": self.feedback}
 
 
-class _ForbiddenCalls(TorchFunctionMode):
-    """Records torch functions from a forbidden set called while the mode is active."""
-
-    def __init__(self, forbidden: dict):
-        super().__init__()
-        self.forbidden = forbidden
-        self.used: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        label = self.forbidden.get(func)
-        if label and label not in self.used:
-            self.used.append(label)
-        return func(*args, **(kwargs or {}))
-
-
-class _PythonCalls:
-    """A profile hook noting calls of Python functions in forbidden places.
-
-    `places` are (directory, function names or None for any) pairs.
-    """
-
-    def __init__(self, places):
-        self.places = places
-        self.used: list[str] = []
-
-    def __call__(self, frame, event, arg):
-        if event != "call":
-            return
-        code = frame.f_code
-        for directory, names in self.places:
-            if code.co_filename.startswith(directory) and (names is None or code.co_name in names):
-                where = os.path.relpath(code.co_filename, os.path.dirname(directory))
-                label = f"{code.co_name} (from {where})"
-                if label not in self.used:
-                    self.used.append(label)
-
-
 # Error messages whose cause is well known, and what to do about them.
 KNOWN_ERRORS = {
     "a leaf Variable that requires grad is being used in an in-place operation":
@@ -111,27 +63,107 @@ KNOWN_ERRORS = {
 }
 
 
-def _known_cause(exc: BaseException) -> str:
-    text = str(exc)
+def known_cause(text: str) -> str:
+    """A hint for an error message whose cause is well known."""
+    text = str(text)
     for pattern, cause in KNOWN_ERRORS.items():
         if pattern in text:
             return f"\n  likely cause: {cause}"
     return ""
 
 
-def _student_line(exc: BaseException) -> str:
-    """The last line of the traceback that is in the student's notebook code."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith((os.path.dirname(__file__), TORCH_DIR))]
-    if not frames:
-        return ""
-    f = frames[-1]
-    code = f" `{f.line.strip()}`" if f.line else ""
-    return f"\n  in your code, function {f.name}, line {f.lineno}:{code}"
+class NotRecorded(Exception):
+    """A student edition has no recorded reference value for these inputs."""
 
 
-def _snapshot(args) -> list:
-    return [(a, a.detach().clone()) for a in args if isinstance(a, torch.Tensor)]
+class LiveRefs:
+    """Reference values computed by the instructor's module of the chapter."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def ref(self, exercise: str, name: str, args: tuple, kwargs: dict):
+        refs = getattr(self.module, "REFERENCES", {})
+        fn = refs.get(name) or getattr(self.module, name)
+        return fn(*_fresh(args), **_fresh(kwargs))
+
+    def likely(self, exercise: str, name: str, args: tuple, kwargs: dict) -> dict:
+        out = {}
+        for cause, fn in getattr(self.module, "LIKELY", {}).get(name, {}).items():
+            try:
+                out[cause] = fn(*_fresh(args), **_fresh(kwargs))
+            except Exception:  # noqa: BLE001 - a mistake that does not even run on these inputs
+                out[cause] = None
+        return out
+
+
+class RecordingRefs(LiveRefs):
+    """Live values, also written to `table` (what a student edition ships)."""
+
+    def __init__(self, module, table: dict):
+        super().__init__(module)
+        self.table = table
+
+    def _key(self, kind, exercise, name, args, kwargs) -> str:
+        return f"{kind}:{exercise}:{name}:{wire.digest([list(args), kwargs])}"
+
+    def ref(self, exercise, name, args, kwargs):
+        key = self._key("ref", exercise, name, args, kwargs)
+        value = super().ref(exercise, name, args, kwargs)
+        self.table[key] = wire.dumps(value)
+        return value
+
+    def likely(self, exercise, name, args, kwargs):
+        key = self._key("likely", exercise, name, args, kwargs)
+        value = super().likely(exercise, name, args, kwargs)
+        self.table[key] = wire.dumps(value)
+        return value
+
+
+class RecordedRefs(RecordingRefs):
+    """Values recorded when the edition was built, looked up by the inputs' fingerprint."""
+
+    def __init__(self, table: dict):
+        self.table = table
+
+    def _get(self, key):
+        if key not in self.table:
+            raise NotRecorded(key)
+        return wire.loads(self.table[key])
+
+    def ref(self, exercise, name, args, kwargs):
+        return self._get(self._key("ref", exercise, name, args, kwargs))
+
+    def likely(self, exercise, name, args, kwargs):
+        return self._get(self._key("likely", exercise, name, args, kwargs))
+
+
+def _fresh(x):
+    """Copies of tensors (and generators), so a reference cannot change the check's inputs."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone().requires_grad_(x.requires_grad) if x.is_leaf else x.clone()
+    if isinstance(x, torch.Generator):
+        g = torch.Generator()
+        g.set_state(x.get_state())
+        return g
+    if type(x) is list:
+        return [_fresh(v) for v in x]
+    if type(x) is tuple:
+        return tuple(_fresh(v) for v in x)
+    if type(x) is dict:
+        return {k: _fresh(v) for k, v in x.items()}
+    return x
+
+
+def _normalise_python(entries) -> list:
+    """Forbidden Python places as (module, names or None, label or None)."""
+    out = []
+    for entry in entries:
+        entry = tuple(entry)
+        if len(entry) == 2:
+            entry = (*entry, None)
+        out.append(entry)
+    return out
 
 
 class Tester:
@@ -139,10 +171,15 @@ class Tester:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, name: str, hidden: bool):
+    def __init__(self, name: str, hidden: bool, remote_: remote.Remote | None = None, refs=None,
+                 d2l_names: Iterable[str] = (), exercise: str | None = None):
         self.name = name
+        self.exercise = exercise or name
         self.hidden = hidden
         self.results: list[tuple[str, float, str | None]] = []
+        self.remote = remote_
+        self.refs = refs
+        self.d2l_names = tuple(d2l_names)
 
     @contextlib.contextmanager
     def case(self, title: str, weight: float = 1.0):
@@ -155,60 +192,75 @@ class Tester:
         else:
             self.results.append((title, weight, None))
 
+    # -- reference values ----------------------------------------------------------------
+    def ref(self, name: str, *args, **kwargs):
+        """The reference value `name(*args, **kwargs)` (inputs must be the check's own)."""
+        if self.refs is None:
+            raise NotRecorded(name)
+        return self.refs.ref(self.exercise, name, args, kwargs)
+
+    def likely(self, name: str, *args, **kwargs) -> dict:
+        """{cause: what that mistake returns on these inputs} for the mistakes of `name`."""
+        if self.refs is None:
+            return {}
+        return self.refs.likely(self.exercise, name, args, kwargs)
+
+    def build(self, kind: str, *args, **kwargs):
+        """An input object made where the student's code runs (see grader.observe.builder)."""
+        return self.remote.build(kind, *args, **kwargs)
+
+    # -- calls into student code -----------------------------------------------------------
+    def guard(self, forbidden: dict | None = None, forbidden_python: Iterable = (),
+              may_modify: bool = False) -> dict:
+        places = _normalise_python(forbidden_python)
+        places.append(("d2l", {self.name, *self.d2l_names}, "d2l"))
+        return remote.make_guard(forbidden, places, may_modify=may_modify, return_args=may_modify)
+
     def call(self, fn: Callable, *args, what: str | None = None, forbidden: dict | None = None,
              forbidden_python: Iterable = (), may_modify: bool = False, **kwargs):
-        """Call student code; turn every way it can go wrong into a Mismatch."""
+        """Call student code; turn every way it can go wrong into a Mismatch.
+
+        `fn` is a handle (the student's function, class or method) or a local helper that uses
+        handles. With `may_modify`, tensors passed in (also inside lists) are updated here to
+        what the student's code left in them, and list elements it replaced are replaced.
+        """
         what = what or f"{self.name}(...)"
-        if not callable(fn):
-            raise Mismatch(f"{self.name} should be callable, but is {fmt_value(fn)}.")
-        before = [] if may_modify else _snapshot(list(args) + list(kwargs.values()))
-        mode = _ForbiddenCalls(forbidden or {})
-        places = list(forbidden_python)
-        if D2L_DIR:
-            places.append((D2L_DIR, {self.name, *getattr(self, "d2l_names", ())}))
-        tracer = _PythonCalls(places)
-        previous = sys.getprofile()
-        sink = io.StringIO()
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stderr(sink), mode:
-                warnings.simplefilter("ignore")
-                sys.setprofile(tracer)
-                try:
-                    result = fn(*args, **kwargs)
-                finally:
-                    sys.setprofile(previous)
-        except NotImplementedError as exc:
-            raise NotImplementedAnswer(str(exc)) from None
-        except Mismatch:
-            raise
-        except Exception as exc:
-            raise Mismatch(f"{what} raised {type(exc).__name__}: {exc}{_student_line(exc)}"
-                           f"{_known_cause(exc)}") from None
-        if mode.used:
-            raise Mismatch(f"{what} calls {', '.join(mode.used)}, which this exercise asks you to "
-                           "write from scratch with elementary tensor operations.")
-        if tracer.used:
-            raise Mismatch(f"{what} calls {', '.join(tracer.used)}; this exercise asks for your "
-                           "own implementation, not a library's.")
-        for original, copy in before:
-            if original.shape != copy.shape or not torch.equal(
-                    torch.nan_to_num(original.detach()), torch.nan_to_num(copy)):
+        guard = self.guard(forbidden, forbidden_python, may_modify)
+        if isinstance(fn, remote.Handle):
+            if not fn.is_callable:
+                raise Mismatch(f"{self.name} should be callable, but is {fn!r}.")
+            report = fn._remote_report({"op": "call", "fn": fn, "args": list(args),
+                                        "kwargs": kwargs, "guard": guard}, what)
+            for index, path, shape in report.get("modified", []) or []:
                 raise Mismatch(f"{what} modified its input in place (it changed an argument of "
-                               f"shape {tuple(copy.shape)}); work on new tensors instead.")
-        return result
+                               f"shape {tuple(shape)}); work on new tensors instead.")
+            if may_modify:
+                _apply_changes(list(args), report)
+            return report.get("result")
+        if not callable(fn):
+            raise Mismatch(f"{self.name} should be callable, but is {fn!r}.")
+        with remote.guarded(guard):
+            try:
+                return fn(*args, **kwargs)
+            except (Mismatch, NotImplementedAnswer, remote.RemoteFailure):
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. arithmetic on a wrong result type
+                raise Mismatch(f"{what} failed: {type(exc).__name__}: "
+                               f"{remote.scrub(str(exc))}") from None
 
     def expect(self, fn: Callable, inputs: dict, expected: torch.Tensor, *, what: str | None = None,
                likely: dict | None = None, forbidden: dict | None = None, atol: float = 1e-6,
                rtol: float = 1e-5, check_dtype: bool = True):
         """Call `fn(*inputs.values())` and compare with `expected` (see feedback.expect_tensor).
 
-        `likely` maps a cause to a buggy variant taking the same inputs; the feedback names the
-        first cause whose output matches what was received.
+        `likely` maps a cause to what that mistake returns on these inputs (a value, or a
+        function of the same inputs); the feedback names the first that matches.
         """
         what = what or f"{self.name}({', '.join(inputs)})"
         got = self.call(fn, *inputs.values(), what=what, forbidden=forbidden)
         fresh = lambda: [v.clone() if isinstance(v, torch.Tensor) else v for v in inputs.values()]
-        buggy = {cause: (lambda f=f: f(*fresh())) for cause, f in (likely or {}).items()}
+        buggy = {cause: (f if not callable(f) else (lambda f=f: f(*fresh())))
+                 for cause, f in (likely or {}).items()}
         expect_tensor(got, expected, what=what, inputs=inputs, likely=buggy, atol=atol,
                       rtol=rtol, check_dtype=check_dtype)
         return got
@@ -249,25 +301,58 @@ class Tester:
         return Verdict(self.name, score, max_score, feedback, len(self.results))
 
 
-def run_check(check: Callable, name: str, answer, max_score: float, hidden: bool,
-              d2l_names: Iterable[str] = ()) -> Verdict:
-    """Run `check` on `answer`. Hidden mode returns a verdict; visible mode raises Mismatch."""
-    t = Tester(name, hidden)
-    t.d2l_names = tuple(d2l_names)
+def _apply_changes(args: list, report: dict) -> None:
+    """Update the check's own arguments from the observer's copies after the call."""
+    after = report.get("args")
+    if type(after) is not list or len(after) != len(args):
+        return
+    replaced = {i: set(js) for i, js in report.get("replaced", []) or []
+                if type(i) is int and type(js) is list}
+    for i, (mine, theirs) in enumerate(zip(args, after)):
+        if isinstance(mine, torch.Tensor):
+            remote.write_back(mine, theirs)
+        elif type(mine) is list and type(theirs) is list and len(mine) == len(theirs):
+            for j, (a, b) in enumerate(zip(mine, theirs)):
+                if j in replaced.get(i, ()):
+                    mine[j] = b
+                elif isinstance(a, torch.Tensor):
+                    remote.write_back(a, b)
+        elif type(mine) is tuple and type(theirs) is tuple:
+            for a, b in zip(mine, theirs):
+                remote.write_back(a, b)
+
+
+def run_check(exercise, answer, *, hidden: bool, remote_: remote.Remote, refs=None,
+              salt: int | None = None) -> Verdict:
+    """Run an exercise's check on `answer` (a handle). Hidden mode returns a verdict; visible
+    mode raises Mismatch on the first failing case and returns a verdict otherwise."""
+    name = exercise.name
+    t = Tester(name, hidden, remote_, refs, exercise.d2l_names)
+    if refs is None and hidden:
+        raise RuntimeError("hidden checks need the instructor's references")
     try:
-        with torch.random.fork_rng(devices=[]):
-            check(t, answer)
+        with torch.random.fork_rng(devices=[]), cases.hidden_salt(salt if hidden else None):
+            if exercise.check is not None:
+                exercise.check(t, answer)
+            else:
+                exercise.visible(t, answer)
+                if hidden and exercise.hidden is not None:
+                    exercise.hidden(t, answer)
     except NotImplementedAnswer:
-        return Verdict(name, 0.0, max_score,
+        return Verdict(name, 0.0, exercise.points,
                        f"{name}: not implemented yet (the code still raises NotImplementedError).")
+    except remote.RemoteFailure:
+        raise
     except Mismatch:
         if not hidden:
             raise
         t.results.append(("setting up the check", 1.0, "the check could not run this case"))
+    except NotRecorded:
+        raise
     except Exception as exc:  # a bug in a check must never look like the student's
         if not hidden:
             raise
-        return Verdict(name, 0.0, max_score,
+        return Verdict(name, 0.0, exercise.points,
                        f"{name}: the grader failed while checking ({type(exc).__name__}); "
                        "please report this to your instructor.")
-    return t.verdict(max_score)
+    return t.verdict(exercise.points)

@@ -1,20 +1,37 @@
-"""Helpers for the grader's own tests: run a chapter's checks on a given implementation."""
+"""Helpers for the grader's own tests: run a chapter's checks on a given implementation.
+
+The implementation runs behind an in-process observer, exactly as a notebook's does behind the
+grading kernel's: the check sees it only through a handle and plain data.
+"""
 
 from __future__ import annotations
 
 from grader.registry import get_chapter
-from grader.runner import Verdict, run_check
+from grader.remote import local_remote
+from grader.runner import LiveRefs, Verdict, run_check
+
+# Hidden inputs in the grader's own tests come from this run seed (grading draws a new one).
+TEST_SALT = 20261202
 
 
-def hidden_verdict(chapter_id: str, name: str, answer) -> Verdict:
-    ex = get_chapter(chapter_id).exercises[name]
-    return run_check(ex.check, name, answer, ex.points, hidden=True, d2l_names=ex.d2l_names)
+def _answer(answer):
+    remote = local_remote({"answer": answer})
+    return remote, remote.global_("answer")
 
 
-def visible_verdict(chapter_id: str, name: str, answer) -> Verdict:
+def hidden_verdict(chapter_id: str, name: str, answer, salt: int = TEST_SALT) -> Verdict:
+    chapter = get_chapter(chapter_id)
+    remote, handle = _answer(answer)
+    return run_check(chapter.exercises[name], handle, hidden=True, remote_=remote,
+                     refs=LiveRefs(chapter.references), salt=salt)
+
+
+def visible_verdict(chapter_id: str, name: str, answer, refs=None) -> Verdict:
     """Raises grader.feedback.Mismatch when the visible check fails."""
-    ex = get_chapter(chapter_id).exercises[name]
-    return run_check(ex.check, name, answer, ex.points, hidden=False, d2l_names=ex.d2l_names)
+    chapter = get_chapter(chapter_id)
+    remote, handle = _answer(answer)
+    return run_check(chapter.exercises[name], handle, hidden=False, remote_=remote,
+                     refs=refs or (LiveRefs(chapter.references) if chapter.instructor else None))
 
 
 def assert_full_marks(chapter_id: str, name: str, answer) -> None:

@@ -165,6 +165,7 @@ CORRECT = [
     ("synthetic_data", ref.synthetic_data),
     ("synthetic_data", synthetic_data_normal),
     ("synthetic_data", synthetic_data_rows),
+    ("data_iter", ref.data_iter),
     ("data_iter", data_iter_d2l),
     ("data_iter", data_iter_argsort),
     ("linreg", ref.linreg),
@@ -172,6 +173,7 @@ CORRECT = [
     ("linreg", lambda X, w, b: torch.einsum("nd,do->no", X, w) + b),
     ("squared_loss", ref.squared_loss),
     ("squared_loss", lambda y_hat, y: 0.5 * (y_hat - y.view_as(y_hat)).pow(2)),
+    ("sgd", ref.sgd),
     ("sgd", sgd_no_grad),
     ("sgd", sgd_data),
     ("gaussian_nll", ref.gaussian_nll),
@@ -185,6 +187,7 @@ CORRECT = [
     ("huber_loss", huber_mask),
     ("max_stable_lr", ref.max_stable_lr),
     ("max_stable_lr", max_lr_svd),
+    ("train_linreg", ref.train_linreg),
     ("train_linreg", train_linreg_d2l),
     ("train_linreg", train_linreg_inline),
 ]

@@ -1,0 +1,1 @@
+"""Visible checks, one module per chapter (public: they ship to students)."""

@@ -1,0 +1,1 @@
+"""Builders of input objects made inside the student's kernel, per chapter (public)."""
