@@ -47,6 +47,10 @@ worker leaves no half-written file): one of
     {"status": "ok", "chapter": ..., "score": ..., "max_score": ..., "exercises": [...]}
     {"error": "reason"}   or   {"status": "error", "reason": ..., "chapter": ..., "max_score": ...}
 
+An error with ``"fatal": true`` is a problem of the grading machine, not of the notebook (no
+sandbox, ...): it is not recorded, the batch stops (running workers are killed) and `main` exits
+with 1 after saying to fix it and `--resume`.
+
 A valid result file is used even if the worker then exited non-zero or hung after writing it.
 
 Recorded result of one submission (`BatchSummary.results`, the JSON output, the store):
@@ -59,7 +63,8 @@ Recorded result of one submission (`BatchSummary.results`, the JSON output, the 
      "key": str, "sha256": str | null, "elapsed_s": number | null, "graded_at": ISO time}
 
 Exit status of `main`: 0 every submission graded, 2 some could not be graded (or a usage error),
-1 refused to start (existing results, nothing to resume, no cluster), 130 interrupted.
+1 refused to start (existing results, another run on --out, nothing to resume, no cluster) or
+stopped by a worker's fatal problem, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -85,6 +90,11 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock
+    fcntl = None
+
 from grader.intake import MAX_BYTES, find_submissions, inspect_submission
 from grader.progress import Progress
 from grader.store import ResultStore, set_aside, store_path, submission_key
@@ -107,6 +117,10 @@ class BatchRefused(Exception):
 
 class _PoolStartError(Exception):
     pass
+
+
+class _FatalWorker(Exception):
+    """A worker reported a problem of the grading machine (``"fatal": true``): stop the batch."""
 
 
 # -- killing ---------------------------------------------------------------------------------------
@@ -181,12 +195,13 @@ def _tail(path: str, limit: int = 4096) -> str:
 
 
 def run_worker(cmd: Sequence[str], path: str, worker_args: Sequence[str], timeout: float,
-               env: dict | None = None) -> str:
+               env: dict | None = None, tmp_root: str | None = None) -> str:
     """Run one worker to completion (or its timeout) and return what happened, as JSON text:
     ``{"result": text of the result file or null, "result_error", "returncode", "timed_out",
-    "stopped", "log_tail", "elapsed_s"}``. Also the dask task of a distributed batch."""
+    "stopped", "log_tail", "elapsed_s"}``. Its temporary directory is made in `tmp_root` (default:
+    the system's) and removed. Also the dask task of a distributed batch."""
     t0 = time.monotonic()
-    tmp = tempfile.mkdtemp(prefix="grader-batch-")
+    tmp = tempfile.mkdtemp(prefix="grader-batch-", dir=tmp_root)
     out = {"result": None, "result_error": None, "returncode": None, "timed_out": False,
            "stopped": False, "log_tail": "", "elapsed_s": None}
     try:
@@ -284,6 +299,19 @@ def _parse_result(text: str, worker_path: str) -> tuple[dict | None, str | None]
         fields = {k: obj[k] for k in ("chapter", "max_score") if obj.get(k) is not None}
         return fields, reason.strip().splitlines()[0] if reason.strip() else reason
     return None, "the grading process wrote an invalid result (neither 'ok' nor 'error')"
+
+
+def fatal_reason(outcome_text: str) -> str | None:
+    """The reason of a worker result marked ``"fatal": true`` (e.g. no sandbox on this machine:
+    every notebook would fail the same way), else None."""
+    try:
+        obj = json.loads(json.loads(outcome_text).get("result") or "null")
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if isinstance(obj, dict) and obj.get("fatal") is True:
+        return str(obj.get("error") or obj.get("reason") or "the grading process reported a "
+                   "fatal problem").strip().splitlines()[0]
+    return None
 
 
 def make_record(path: str, outcome_text: str, *, key: str, sha256: str | None, timeout: float,
@@ -433,6 +461,7 @@ class BatchSummary:
     skipped: int  # results taken over from an earlier run (resume)
     interrupted: bool
     settings: dict  # the batch's stored settings (run_seed, worker_args, timeout, paths, ...)
+    fatal: str | None = None  # why the batch stopped early (a worker's fatal problem)
 
     @property
     def ok(self) -> int:
@@ -458,6 +487,8 @@ class BatchSummary:
     def exit_status(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
+        if self.fatal:
+            return EXIT_REFUSED
         return EXIT_FAILED if self.failures or self.remaining else EXIT_OK
 
     def to_json(self) -> dict:
@@ -465,7 +496,8 @@ class BatchSummary:
                 "counts": {"total": self.total, "ok": self.ok, "failed": self.failed,
                            "graded": self.graded, "skipped": self.skipped,
                            "remaining": self.remaining},
-                "interrupted": self.interrupted, "exit_status": self.exit_status,
+                "interrupted": self.interrupted, "fatal": self.fatal,
+                "exit_status": self.exit_status,
                 "settings": self.settings, "submissions": self.results}
 
 
@@ -480,6 +512,35 @@ def _refusal(out_dir: Path) -> str:
             f"To finish that batch add --resume (what is recorded is not graded again); to start "
             f"a new one add --fresh (the old results are kept as {store_path(out_dir).name}.<time>"
             f".bak); or choose another --out.")
+
+
+class _OutDirLock:
+    """An exclusive lock on `out_dir` for one run of a batch (two runs would grade twice)."""
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / ".lock"
+        self.file = None
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.file.seek(0)
+                who = self.file.read().strip() or "another process"
+                self.file.close()
+                raise BatchRefused(f"another batch is running in {self.path.parent} ({who}); "
+                                   f"wait for it to finish or stop it first") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()}\n")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()  # releases the lock
 
 
 def _in_main_thread() -> bool:
@@ -507,6 +568,25 @@ def run_batch(items: Sequence, *, out_dir, jobs: int = 1, timeout: float = 900,
         raise BatchRefused("--resume and --fresh contradict each other")
     if resume and not path.exists():
         raise BatchRefused(f"nothing to resume: {path} does not exist")
+    with _OutDirLock(out_dir):
+        # the workers' temporary directories: those of a run killed with SIGKILL go now
+        work = out_dir / ".work"
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            return _locked(items, out_dir=out_dir, jobs=jobs, timeout=timeout,
+                           worker_args=worker_args, resume=resume, scheduler=scheduler,
+                           progress=progress, worker_cmd=worker_cmd, fresh=fresh,
+                           retry_failed=retry_failed, run_seed=run_seed, settings=settings,
+                           max_bytes=max_bytes, chapter_max=chapter_max, stream=stream,
+                           work=work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _locked(items, *, out_dir: Path, jobs, timeout, worker_args, resume, scheduler, progress,
+            worker_cmd, fresh, retry_failed, run_seed, settings, max_bytes, chapter_max, stream,
+            work: Path) -> BatchSummary:
+    path = store_path(out_dir)
     if path.exists() and not resume:
         if not fresh:
             raise BatchRefused(_refusal(out_dir))
@@ -541,7 +621,8 @@ def run_batch(items: Sequence, *, out_dir, jobs: int = 1, timeout: float = 900,
                     worker_args=list(worker_args), resume=resume, retry_failed=retry_failed,
                     scheduler=scheduler, progress=progress,
                     worker_cmd=list(worker_cmd or default_worker_cmd()), run_seed=run_seed,
-                    meta=meta, max_bytes=max_bytes, chapter_max=chapter_max, stream=stream)
+                    meta=meta, max_bytes=max_bytes, chapter_max=chapter_max, stream=stream,
+                    work=work)
     except _PoolStartError as exc:
         discard = created and len(store) == 0  # nothing recorded: leave no store behind
         raise BatchRefused(str(exc)) from None
@@ -553,8 +634,8 @@ def run_batch(items: Sequence, *, out_dir, jobs: int = 1, timeout: float = 900,
 
 
 def _run(store: ResultStore, items, *, out_dir, jobs, timeout, worker_args, resume, retry_failed,
-         scheduler, progress, worker_cmd, run_seed, meta, max_bytes, chapter_max,
-         stream) -> BatchSummary:
+         scheduler, progress, worker_cmd, run_seed, meta, max_bytes, chapter_max, stream,
+         work: Path) -> BatchSummary:
     subs = find_submissions(items)
     prog = Progress(len(subs), jobs=jobs, stream=stream, enabled=progress)
     done_keys = store.done_keys() if resume else set()
@@ -571,6 +652,10 @@ def _run(store: ResultStore, items, *, out_dir, jobs, timeout, worker_args, resu
     if jobs > 1 or scheduler:
         env.update({k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k not in os.environ})
 
+    # on this machine, temporary directories go under <out>/.work; on a remote cluster, the workers'
+    tmp_root = None if scheduler and scheduler != "local" else os.path.abspath(work)
+    if tmp_root is not None:
+        os.makedirs(tmp_root, exist_ok=True)
     done: queue.Queue = queue.Queue()
     if scheduler:
         try:
@@ -585,7 +670,9 @@ def _run(store: ResultStore, items, *, out_dir, jobs, timeout, worker_args, resu
     running: dict[int, tuple] = {}  # tag -> (index, path, key, sha256, chapter hint, worker path)
     results: dict[int, dict] = {}
     graded = skipped = 0
-    interrupted = False
+    interrupted = stopping = False
+    fatal = None
+    batch_chapter = (meta.get("settings") or {}).get("chapter")
 
     def finish(i: int, key: str, path: str, rec: dict) -> None:
         nonlocal graded
@@ -597,9 +684,12 @@ def _run(store: ResultStore, items, *, out_dir, jobs, timeout, worker_args, resu
     def collect(tag: int, payload) -> None:
         i, path, key, sha, hint, wpath = running.pop(tag)
         text = pool.outcome(payload)
+        reason = fatal_reason(text)
+        if reason is not None and not stopping:
+            raise _FatalWorker(reason)  # not recorded: graded on --resume once fixed
         rec = make_record(path, text, key=key, sha256=sha, timeout=timeout, worker_path=wpath,
                           chapter_hint=hint, chapter_max=chapter_max)
-        if interrupted and rec["status"] != "ok":
+        if stopping and rec["status"] != "ok":
             return  # killed or cancelled by Ctrl-C: graded again on --resume
         finish(i, key, path, rec)
 
@@ -618,7 +708,8 @@ def _run(store: ResultStore, items, *, out_dir, jobs, timeout, worker_args, resu
                 else:
                     path = os.fspath(item)
                     sub = inspect_submission(item, max_bytes=max_bytes)
-                    key, sha, hint = submission_key(path, sub.fingerprint), sub.sha256, sub.chapter_hint
+                    key, sha = submission_key(path, sub.fingerprint), sub.sha256
+                    hint = batch_chapter or sub.chapter_hint
                     reason = sub.error
                 if key in done_keys and key not in redo:
                     rec = store.get(key)
@@ -635,7 +726,7 @@ def _run(store: ResultStore, items, *, out_dir, jobs, timeout, worker_args, resu
                 tag += 1
                 wpath = os.path.abspath(path)
                 running[tag] = (i, path, key, sha, hint, wpath)
-                pool.submit(tag, (worker_cmd, wpath, worker_args, timeout, env))
+                pool.submit(tag, (worker_cmd, wpath, worker_args, timeout, env, tmp_root))
             if not running:
                 continue
             try:
@@ -644,8 +735,12 @@ def _run(store: ResultStore, items, *, out_dir, jobs, timeout, worker_args, resu
                 prog.tick()
                 continue
             collect(t, payload)
-    except KeyboardInterrupt:
-        interrupted = True
+    except (KeyboardInterrupt, _FatalWorker) as exc:
+        if isinstance(exc, _FatalWorker):
+            fatal = str(exc)
+        else:
+            interrupted = True
+        stopping = True
         old = ({s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
                if _in_main_thread() else {})  # a second Ctrl-C does not stop the clean-up
         try:
@@ -673,7 +768,7 @@ def _run(store: ResultStore, items, *, out_dir, jobs, timeout, worker_args, resu
                                          "run_seed", "settings")}
     return BatchSummary(out_dir=Path(out_dir), results=[results[i] for i in sorted(results)],
                         total=len(subs), graded=graded, skipped=skipped, interrupted=interrupted,
-                        settings=settings)
+                        settings=settings, fatal=fatal)
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -755,6 +850,11 @@ def build_parser(prog: str = "python -m grader grade") -> argparse.ArgumentParse
                    help="seconds allowed for one cell; a slower cell is interrupted (default 120)")
     p.add_argument("--no-fast", dest="fast", action="store_false",
                    help="run training cells at full length (default: GRADER_FAST=1)")
+    p.add_argument("--chapter", help="the chapter every submission was handed in for (default: "
+                   "a folder or file name that is a chapter id)")
+    p.add_argument("--memory-gib", type=float, help="memory allowed for one notebook's kernel")
+    p.add_argument("--no-sandbox", dest="sandbox", action="store_false",
+                   help="run notebooks without the sandbox (trusted submissions only)")
     p.add_argument("--seed", type=int, help="the hidden-input seed (default: random, recorded)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
@@ -794,12 +894,19 @@ def main(argv: Sequence[str] | None = None, worker_cmd: Sequence[str] | None = N
             return EXIT_REFUSED
     else:
         out = _new_run_dir(base)
-    worker_args = ["--cell-timeout", str(args.cell_timeout)] + ([] if args.fast else ["--no-fast"])
+    worker_args = ["--cell-timeout", str(args.cell_timeout)]
+    worker_args += [] if args.fast else ["--no-fast"]
+    worker_args += [] if args.chapter is None else ["--chapter", args.chapter]
+    worker_args += [] if args.memory_gib is None else ["--memory-gib", f"{args.memory_gib:g}"]
+    worker_args += [] if args.sandbox else ["--no-sandbox"]
+    # the worker stops the notebook itself before the batch's kill, keeping the marks earned
+    worker_args += ["--notebook-timeout", f"{max(10.0, args.timeout * 0.85 - 5):g}"]
     try:
         summary = run_batch(args.paths, out_dir=out, jobs=args.jobs, timeout=args.timeout,
                             worker_args=worker_args, resume=args.resume, fresh=args.fresh,
                             retry_failed=args.retry_failed, scheduler=args.scheduler,
-                            progress=not args.quiet, worker_cmd=worker_cmd, run_seed=args.seed)
+                            progress=not args.quiet, worker_cmd=worker_cmd, run_seed=args.seed,
+                            settings={"chapter": args.chapter} if args.chapter else None)
     except BatchRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -820,6 +927,9 @@ def main(argv: Sequence[str] | None = None, worker_cmd: Sequence[str] | None = N
     print(f"{summary.ok} graded, {summary.failed} not graded"
           + (f", {summary.skipped} taken from the earlier run" if summary.skipped else "")
           + f"; results in {summary.store}", file=sys.stderr)
+    if summary.fatal:
+        print(f"error: grading stopped: {summary.fatal}\nFix this and run the same command with "
+              f"--resume (--out {out}) to grade the rest.", file=sys.stderr)
     if summary.interrupted:
         print(f"interrupted: {len(summary.results)} of {summary.total} submissions are recorded in "
               f"{summary.store}; to grade the rest run the same command with --resume "

@@ -73,6 +73,33 @@ def _time_limit(seconds: float, name: str):
         signal.signal(signal.SIGALRM, previous)
 
 
+def stale_definition(name: str) -> str | None:
+    """Why `name` may not be what the student last wrote: the latest cell that defines it
+    has a syntax error (so Python kept the previous definition). None when all is well."""
+    import ast
+
+    try:
+        from IPython import get_ipython
+
+        ip = get_ipython()
+    except ImportError:  # pragma: no cover - IPython is part of the environment
+        return None
+    if ip is None:
+        return None
+    history = ip.user_ns.get("_ih") or []
+    for source in reversed(history[:-1]):  # the last entry is the check cell itself
+        if f"def {name}" not in source and f"class {name}" not in source:
+            continue
+        try:
+            ast.parse(ip.transform_cell(source))
+        except SyntaxError as exc:
+            return (f"the last cell you ran that defines `{name}` has a syntax error (line "
+                    f"{exc.lineno}: {exc.msg}), so Python kept the previous `{name}`. Fix that "
+                    "cell, run it, then run this check again.")
+        return None
+    return None
+
+
 class Checker:
     """The visible checks of one chapter."""
 
@@ -90,6 +117,9 @@ class Checker:
         if exercise is None:
             raise KeyError(f"{self.chapter.id} has no exercise {name!r}; its exercises are "
                            f"{', '.join(self.chapter.exercises)}")
+        stale = stale_definition(name)
+        if stale:
+            raise ExerciseFailed(f"{name}: {stale}")
         remote = local_remote({"answer": answer})
         try:
             with _time_limit(TIME_LIMIT, name):

@@ -5,74 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 
-def _grade_in_subprocess(path: str, args) -> dict:
-    """Grade one notebook in its own process (and kernel), killed after args.timeout seconds."""
-    cmd = [sys.executable, "-m", "grader", "_grade-one", path,
-           "--cell-timeout", str(args.cell_timeout)] + ([] if args.fast else ["--no-fast"])
-    env = dict(os.environ)
-    if args.jobs > 1:  # several kernels on few cores: one thread each
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return {"error": f"{path}: grading took longer than {args.timeout} s and was stopped"}
-    try:
-        return json.loads(out.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        tail = err.strip().splitlines()[-1:] or ["no output"]
-        return {"error": f"{path}: the grading process failed ({tail[0]})"}
+def cmd_grade(argv) -> int:
+    from grader.batch import main as batch_main
 
-
-def write_csv(path: str, submissions: list[dict]) -> None:
-    """One row per submission: path, chapter, score, max_score, then each exercise's score."""
-    import csv
-
-    names = []
-    for sub in submissions:
-        names += [e["name"] for e in sub["exercises"] if e["name"] not in names]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "chapter", "score", "max_score", *names])
-        for sub in submissions:
-            scores = {e["name"]: e["score"] for e in sub["exercises"]}
-            writer.writerow([sub["path"], sub["chapter"], sub["score"], sub["max_score"],
-                             *[scores.get(n, "") for n in names]])
-
-
-def cmd_grade(args) -> int:
-    from grader.grade import find_notebooks, format_table
-
-    items = find_notebooks(args.paths)
-    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = list(pool.map(lambda item: _grade_in_subprocess(str(item[1]), args), items))
-    submissions, errors = [], []
-    for (given, p), result in zip(items, results):
-        if "ok" in result:
-            submissions.append({"path": given, **result["ok"]})
-        else:
-            msg = result["error"]
-            if p.is_dir():
-                msg = f"{given}: no notebooks in this directory"
-            errors.append(msg)
-    if args.csv:
-        write_csv(args.csv, submissions)
-    if args.json:
-        print(json.dumps({"submissions": submissions}, indent=2))
-    else:
-        print(format_table(submissions))
-    for msg in errors:
-        print(f"error: {msg}", file=sys.stderr)
-    return 2 if errors else 0
+    return batch_main(argv)
 
 
 def chapter_of(path, given: str | None) -> str:
@@ -181,7 +120,7 @@ def cmd_record(args) -> int:
 def cmd_bench(args) -> int:
     from grader.bench import main as bench
 
-    return bench(args.chapters or None, args.repeat)
+    return bench(args.chapters or None, args.repeat, batch=args.batch, sandbox=args.sandbox)
 
 
 def cmd_chapters(args) -> int:
@@ -196,21 +135,16 @@ def cmd_chapters(args) -> int:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["grade"]:  # its options are grader.batch's
+        return cmd_grade(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("grade", help="grade submitted notebooks (files or directories)")
-    g.add_argument("paths", nargs="+", metavar="PATH")
-    g.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    g.add_argument("--csv", metavar="FILE", help="also write the scores to a CSV file")
-    g.add_argument("--timeout", type=int, default=900,
-                   help="seconds allowed for one notebook (default 900)")
-    g.add_argument("--cell-timeout", type=int, default=120,
-                   help="seconds allowed for one cell; a slower cell is interrupted (default 120)")
-    g.add_argument("-j", "--jobs", type=int, default=1, help="notebooks graded at once")
-    g.add_argument("--no-fast", dest="fast", action="store_false",
-                   help="run training cells at full length (default: GRADER_FAST=1)")
-    g.set_defaults(func=cmd_grade)
+    g = sub.add_parser("grade", help="grade submitted notebooks (files or directories); "
+                       "`python -m grader grade --help` lists the options", add_help=False)
+    g.add_argument("rest", nargs=argparse.REMAINDER)
+    g.set_defaults(func=lambda a: cmd_grade(a.rest))
 
     one = sub.add_parser("_grade-one", help=argparse.SUPPRESS)
     one.add_argument("path")
@@ -247,6 +181,10 @@ def main(argv=None) -> int:
     b = sub.add_parser("bench", help="time visible and hidden checks and grading per chapter")
     b.add_argument("chapters", nargs="*")
     b.add_argument("--repeat", type=int, default=3)
+    b.add_argument("--batch", type=int, default=0, metavar="N",
+                   help="grade a class of N submissions (1 in 10 faulty) with -j 1, -j 2 and "
+                        "nbgrader autograde")
+    b.add_argument("--no-sandbox", dest="sandbox", action="store_false")
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("chapters", help="list chapters and their exercises")

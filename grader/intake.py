@@ -58,14 +58,9 @@ class Submission:
 
     @property
     def chapter_hint(self) -> str | None:
-        """The chapter id from the notebook's metadata or a path component, if any (not checked
-        against the registry)."""
-        if self.data is not None:
-            meta = self.data.get("metadata", {})
-            grader = meta.get("grader") if isinstance(meta, dict) else None
-            chapter = grader.get("chapter") if isinstance(grader, dict) else None
-            if isinstance(chapter, str) and CHAPTER_ID.match(chapter):
-                return chapter
+        """A chapter id in the file's name or a folder above it, if any (not checked against the
+        registry). The notebook's own metadata is not asked: a submission cannot choose its
+        grader."""
         for part in [self.path.stem, *[p.name for p in self.path.parents]]:
             if CHAPTER_ID.match(part):
                 return part

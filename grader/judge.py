@@ -67,7 +67,10 @@ def public_package() -> Path:
     """A per-process copy of the student's package for grading kernels."""
     key = "public"
     if key not in _PUBLIC_CACHE or not (_PUBLIC_CACHE[key] / "grader").is_dir():
-        _PUBLIC_CACHE[key] = copy_public_package(Path(tempfile.mkdtemp(prefix="grader-public-")))
+        dest = copy_public_package(Path(tempfile.mkdtemp(prefix="grader-public-")))
+        for path in [dest, *dest.rglob("*")]:  # readable by the sandbox's own user
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        _PUBLIC_CACHE[key] = dest
     return _PUBLIC_CACHE[key]
 
 
@@ -375,16 +378,15 @@ def _judge(session: Session, chapter: Chapter, exercise: Exercise, salt: int,
         return remote_mod.kernel_transport(session.client, timeout=left)(data)
 
     remote = _Observed(transport)
-    _judge.requests = getattr(_judge, "requests", 0)
     try:
         answer = remote.global_(exercise.name)
     except KeyError:
         return Verdict(exercise.name, 0.0, exercise.points,
                        f"{exercise.name}: not defined. Run (and fix) the cell that defines it."), \
-            remote.forbidden
+            remote.forbidden, remote.requests
     verdict = run_check(exercise, answer, hidden=True, remote_=remote,
                         refs=LiveRefs(chapter.references), salt=salt)
-    return verdict, remote.forbidden
+    return verdict, remote.forbidden, remote.requests
 
 
 def grade_notebook_node(nb, chapter_id: str, options: Options | None = None,
@@ -425,9 +427,10 @@ def grade_notebook_node(nb, chapter_id: str, options: Options | None = None,
                     continue
                 t0 = time.perf_counter()
                 try:
-                    verdicts[name], forbidden[name] = _judge(session, chapter, ex, salt,
-                                                             deadline, options)
+                    verdicts[name], forbidden[name], n = _judge(session, chapter, ex, salt,
+                                                                deadline, options)
                     timing["checks"] += time.perf_counter() - t0
+                    timing["requests"] += n
                 except remote_mod.RemoteFailure as exc:
                     verdicts[name] = Verdict(name, 0.0, ex.points,
                                              f"{name}: could not be graded: {exc}.")

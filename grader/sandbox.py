@@ -7,7 +7,9 @@
 
 `GradingKernel.manager` is an ordinary (synchronous) `jupyter_client.KernelManager`, so
 nbclient can drive it too: `NotebookClient(nb, km=gk.manager)`; its shutdown and its
-interrupt-on-timeout go through the same kill and message-mode interrupt as below.
+interrupt-on-timeout go through the same kill and message-mode interrupt as below. Its
+`client()` makes an AsyncKernelClient (what nbclient needs: with a blocking one nbclient's cell
+timeout never fires); `GradingKernel.client` is a BlockingKernelClient.
 
 Design
 ------
@@ -24,7 +26,8 @@ grader over Jupyter's `ipc` transport: the connection file and the five unix soc
 small private directory bound read-write at the same path. In its own PID namespace the kernel's
 descendants cannot outlive it: bwrap's init (pid 1 inside) exits when the kernel does, and when
 pid 1 dies the Linux kernel SIGKILLs every process in the namespace, including a double-forked,
-setsid'ed daemon that ignores SIGTERM/SIGINT/SIGHUP. `kill()` SIGKILLs that init and bwrap.
+setsid'ed daemon that ignores SIGTERM/SIGINT/SIGHUP. `kill()` SIGKILLs that init and waits for
+bwrap to exit (by then the namespace is empty), then SIGKILLs bwrap should it still be there.
 
 *Running as root* (containers, CI). bwrap started by root keeps root's uid and capabilities
 (uid 0 mapped to 0), and the Linux kernel never applies RLIMIT_NPROC to uid 0. So under root the
@@ -40,13 +43,14 @@ counted per user namespace (Linux >= 5.14 ucounts), so parallel sandboxes do not
 group, hosts and nsswitch.conf are generated), the Python installation and the virtual
 environment (sys.prefix / base_prefix of the kernel's interpreter), `python_path` (prepended to
 PYTHONPATH) and `readonly`. Read-write: `workdir` (also HOME and cwd) and the connection
-directory. /tmp and /dev/shm are private size-limited tmpfs. /proc is the sandbox's own, /sys is
-absent. The repository is not mounted: the venv's editable install of this project
-(`__editable__.*.pth` -> a meta-path finder mapping `grader` to the repository's `grader/`, which
-also resolves `grader.chapters` after a student edition of `grader` found on PYTHONPATH) points
-at a directory that does not exist inside, so `grader/chapters`, `solutions/` and `tests/` cannot
-be read. `hide` paths that would be visible (inside a mounted path) are covered with an empty
-read-only tmpfs (directories) or /dev/null (files).
+directory. /tmp and /dev/shm are private size-limited tmpfs; /dev (null, zero, random, tty...)
+is read-only. /proc is the sandbox's own, /sys is absent. The repository is not mounted. The
+venv's editable install of this project (`__editable__.*.pth` installs a meta-path finder that
+maps `grader` to the repository's `grader/`; it would even resolve `grader.chapters` after a
+student edition of `grader` found on PYTHONPATH) points at a directory that does not exist
+inside, so `grader/chapters`, `solutions/` and `tests/` cannot be read or imported. `hide` paths
+that would be visible (inside a mounted path) are covered with an empty read-only tmpfs
+(directories) or /dev/null (files).
 
 *Environment.* An allowlist: PATH (the venv's bin, /usr/bin, /bin), HOME, USER, LANG/LC_ALL,
 PYTHONPATH, PYTHONHASHSEED=0, PYTHONDONTWRITEBYTECODE, MPLBACKEND=Agg, the Jupyter/IPython/
@@ -226,7 +230,7 @@ def _check(bwrap: str | None, root: bool) -> str | None:
             f"{message[-500:]}). Usually the kernel forbids the namespaces it needs"
             + (f": {hint}" if hint else " (check user namespaces: sysctl "
                "kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0)")
-            + f". Also check that bwrap is >= 0.8 (bwrap --version); " + _NO_SANDBOX_HINT)
+            + ". Also check that bwrap is >= 0.8 (bwrap --version); " + _NO_SANDBOX_HINT)
 
 
 def check_sandbox() -> None:
@@ -298,6 +302,13 @@ def _kill_tree(root: int, session: int | None = None) -> None:
         stopped |= new
     for pid in stopped:
         _signal(pid, signal.SIGKILL)
+    # let `root` (the launcher, a subreaper) reap them before it goes: no zombies left to init
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        table = _proc_table()
+        if not any(table.get(p, (0, "X", 0))[1] not in "X" for p in stopped):
+            break
+        time.sleep(0.02)
     _signal(root, signal.SIGKILL)
 
 
@@ -306,10 +317,11 @@ def _kernel_pid(root: int) -> int | None:
     for pid in _descendants(root):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"ipykernel_launcher" in f.read():
-                    return pid
+                argv = f.read().split(b"\0")
         except OSError:
             continue
+        if argv[1:3] == [b"-m", b"ipykernel_launcher"]:  # not bwrap, whose argv contains it too
+            return pid
     return None
 
 
@@ -514,7 +526,8 @@ class GradingKernel:
         began = time.monotonic()
         try:
             self._launch()
-            kc = self._km.client()
+            kc = BlockingKernelClient(**self._km.get_connection_info(session=True),
+                                      connection_file=self._km.connection_file, parent=self._km)
             kc.start_channels()
             self._kc = kc
             kc.wait_for_ready(timeout=timeout)
@@ -550,7 +563,12 @@ class GradingKernel:
                 if reply["content"].get("status") == "ok":
                     return
                 break
-        pid = _kernel_pid(self._pid()) if self._pid() else None
+        self._signal_interrupt()
+
+    def _signal_interrupt(self) -> None:
+        """SIGINT the kernel by its pid as seen from here (it has another inside its namespace)."""
+        root = self._pid()
+        pid = _kernel_pid(root) if root else None
         if pid is not None:
             _signal(pid, signal.SIGINT)
 
@@ -701,7 +719,7 @@ class GradingKernel:
             args += ["--ro-bind", str(source), f"/etc/{name}"]
         size = str(self.limits.tmpfs_bytes)
         args += ["--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm",
+                 "--perms", "1777", "--size", size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
                  "--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
 
         # (path, order at equal depth, arguments): shallower first, so that deeper mounts land
@@ -719,27 +737,37 @@ class GradingKernel:
                 bind(path, "--ro-bind")
         for path in self.python_path + self.readonly:
             bind(path, "--ro-bind")
+        if _as_root():  # the kernel's uid is not root's: it needs "other" permissions
+            for path in bound:
+                need = 0o005 if path.is_dir() else 0o004
+                if path.stat().st_mode & need != need:
+                    raise PermissionError(
+                        f"{path} is mounted into the sandbox but not readable by its unprivileged "
+                        f"user (mode {path.stat().st_mode & 0o777:o}): chmod -R a+rX it")
         bind(run, "--bind")
         bind(self.workdir, "--bind")
+        covered: list[Path] = []
         for path in self.hide:
             if any(path == b for b in bound):
                 raise ValueError(f"{path} is both mounted into the sandbox and in hide")
             if not path.exists() or not any(path.is_relative_to(b) for b in bound + system):
                 continue  # not visible inside anyway
+            covered.append(path)
             if path.is_dir():
                 how = ["--perms", "0555", "--tmpfs", str(path), "--remount-ro", str(path)]
             else:
                 how = ["--ro-bind", "/dev/null", str(path)]
             mounts.append((len(path.parts), 1, how))
-        # bwrap creates missing parents of mount points with mode 0700 (as root): create them
-        # world-searchable first, so that the unprivileged uid can reach what is mounted below.
+        # bwrap creates missing parents of mount points with mode 0700 (as root), or owned by
+        # the sandbox's user (user namespace): create them searchable by all and writable by
+        # none first (under /tmp they would otherwise be writable, if only in the private tmpfs).
         made = {Path("/"), Path("/tmp")}
-        for path in bound + self.hide:
+        for path in bound + covered:
             for parent in reversed(path.parents):
                 if parent in made or any(parent.is_relative_to(b) for b in bound + system):
                     continue
                 made.add(parent)
-                mounts.append((len(parent.parts), -1, ["--perms", "0755", "--dir", str(parent)]))
+                mounts.append((len(parent.parts), -1, ["--perms", "0555", "--dir", str(parent)]))
         for _, _, how in sorted(mounts, key=lambda m: (m[0], m[1])):
             args += how
         args += ["--remount-ro", "/", "--"]
@@ -778,7 +806,11 @@ class GradingKernel:
         if self.sandbox:
             argv = self._bwrap_args(run, etc, uid, gid) + argv
 
-        km = _GradingKernelManager(transport="ipc", connection_file=str(connection_file))
+        # manager.client() gives an AsyncKernelClient: nbclient (NotebookClient(nb, km=manager))
+        # needs one (with a blocking client its output poller blocks its event loop, and its
+        # timeout and interrupt_on_timeout never fire). Our own client is a blocking one.
+        km = _GradingKernelManager(transport="ipc", connection_file=str(connection_file),
+                                   client_class="jupyter_client.asynchronous.AsyncKernelClient")
         km.grading_spec = KernelSpec(argv=argv, display_name="Python 3 (grading)",
                                      language="python", interrupt_mode="message", env={})
         km.kill_tree = lambda: self._kill_processes(km)

@@ -149,14 +149,18 @@ class _Encoder:
         for name in x.columns:
             col = x[name]
             dtype = str(col.dtype)
-            if col.dtype.kind in "biuf":
+            if isinstance(col.dtype, np.dtype) and col.dtype.kind in "biuf":
                 cols.append([self.enc(name), dtype, self.enc(col.to_numpy(), depth + 1)])
-            else:  # strings, objects, categoricals: a list of str / None / float
-                values = [None if (v is None or v is pd.NA or (type(v) is float and math.isnan(v)))
+            else:  # strings (pandas 3's `str`), objects, categoricals, nullable numbers:
+                # a list of str / int / float (NaN kept as NaN) / bool / None (None, pd.NA)
+                values = [None if (v is None or v is pd.NA)
                           else (v if type(v) in (str, int, float, bool) else str(v))
                           for v in col.tolist()]
                 cols.append([self.enc(name), dtype, self.enc(values, depth + 1)])
-        return {"$df": cols, "index": self.enc(list(x.index.tolist()), depth + 1)}
+        out = {"$df": cols, "index": self.enc(list(x.index.tolist()), depth + 1)}
+        if type(x.index) is pd.RangeIndex:  # kept as a RangeIndex (not a list of ints)
+            out["range"] = [int(x.index.start), int(x.index.stop), int(x.index.step)]
+        return out
 
 
 def _pandas_frame(x):
@@ -312,7 +316,11 @@ class _Decoder:
                 data[name] = pd.Series(values)
         index = self.dec(x.get("index", []), depth + 1)
         df = pd.DataFrame(data)
-        if type(index) is list and len(index) == len(df):
+        r = x.get("range")
+        if type(r) is list and len(r) == 3 and all(type(v) is int for v in r) and r[2] != 0 \
+                and len(range(*r)) == len(df):
+            df.index = pd.RangeIndex(*r)
+        elif type(index) is list and len(index) == len(df):
             df.index = index
         return df
 

@@ -244,3 +244,65 @@ def test_instructor_import_in_source_is_named():
            "def linreg(X, w, b):\n    return ref(X, w, b)\n"]
     found = static_findings(src, {"linreg": {"torch": [], "python": []}})
     assert "instructor" in found["linreg"]
+
+
+FORGER = ATTACKS["patch the grader's comparisons and verdicts"] + ATTACKS[
+    "forged verdict and observation outputs"]
+
+
+def _forging_release(tmp_path):
+    """The released chapter 01 with a wrong linreg and a forging cell before every test cell."""
+    from grader.testing import answered_release
+
+    nb = answered_release(CH1, {"linreg": WRONG_LINREG})
+    cells = []
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            cells.append(nbformat.v4.new_code_cell(FORGER))
+        cells.append(cell)
+    nb.cells = cells
+    nb.metadata["grader"] = {"chapter": CH2}  # metadata cannot choose the grader either
+    return nb
+
+
+@pytest.mark.slow
+def test_attack_through_the_cli(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / CH1 / "student.ipynb"
+    path.parent.mkdir()
+    nbformat.write(_forging_release(tmp_path), path)
+    args = [] if SANDBOX else ["--no-sandbox"]
+    proc = subprocess.run([sys.executable, "-m", "grader", "grade", "--json", "--quiet",
+                           "--out", str(tmp_path / "out"), *args, str(path)],
+                          capture_output=True, text=True, timeout=600)
+    sub = json.loads(proc.stdout)["submissions"][0]
+    ex = {e["name"]: e for e in sub["exercises"]}
+    assert sub["chapter"] == CH1
+    assert ex["linreg"]["score"] == 0 and "the bias b is not added" in ex["linreg"]["feedback"]
+    assert ex["squared_loss"]["passed"]
+
+
+@pytest.mark.slow
+def test_attack_through_nbgrader_autograde(tmp_path, monkeypatch):
+    from nbgrader.api import Gradebook
+
+    from grader.nbgrader_plugin import JudgeExecute
+
+    monkeypatch.setattr(JudgeExecute, "sandbox", SANDBOX)
+    (tmp_path / "solutions").symlink_to(assign.ROOT / "solutions")
+    db = tmp_path / "gradebook.db"
+    api = assign.nbgrader_api(tmp_path, tmp_path / "release", db)
+    assert api.generate_assignment(CH1, force=True, create=True)["success"]
+    dest = tmp_path / "submitted" / "mallory" / CH1 / f"{CH1}.ipynb"
+    dest.parent.mkdir(parents=True)
+    nbformat.write(_forging_release(tmp_path), dest)
+    result = api.autograde(CH1, "mallory", force=True, create=True)
+    assert result["success"], result["log"]
+    with Gradebook(f"sqlite:///{db}") as gb:
+        grade = gb.find_grade("test_linreg", f"{CH1}", CH1, "mallory")
+        assert grade.score == 0
+        ok = gb.find_grade("test_squared_loss", f"{CH1}", CH1, "mallory")
+        assert ok.score == ok.max_score

@@ -42,7 +42,7 @@ if os.environ.get("FAKE_STORE") and os.path.exists(os.environ["FAKE_STORE"]):
 with open(os.environ["FAKE_LOG"], "a") as f:
     f.write(json.dumps({"path": path, "pid": os.getpid(), "result_file": result_file, "argv": args,
                         "seed": os.environ.get("GRADER_RUN_SEED"), "rows": rows}) + "\n")
-mode, score = fake.get("mode", "ok"), fake.get("score", 1.5)
+mode, score = os.environ.get("FAKE_MODE") or fake.get("mode", "ok"), fake.get("score", 1.5)
 result = {"ok": {"chapter": "99_fake", "score": score, "max_score": 2.0, "exercises": [
     {"name": "a", "score": min(score, 1.0), "max_score": 1.0, "passed": score >= 1, "feedback": "a"},
     {"name": "b", "score": max(score - 1.0, 0), "max_score": 1.0, "passed": score >= 2,
@@ -66,6 +66,8 @@ elif mode == "badjson":
     write('{"ok": {"score": 1')
 elif mode == "error":
     write({"error": path + ": cannot tell which chapter this notebook is"})
+elif mode == "fatal":
+    write({"error": "no sandbox on this machine: install bubblewrap", "fatal": True})
 elif mode == "hang":
     pids = [spawn("import time; time.sleep(300)", False), spawn("import time; time.sleep(300)", True)]
     with open(fake["pids"], "w") as f:
@@ -90,11 +92,8 @@ DRIVER = (f"import sys, types; pkg = types.ModuleType('grader'); "
           f"sys.exit(main(sys.argv[2:], worker_cmd=[sys.executable, sys.argv[1]]))")
 
 
-def notebook(fake: dict | None = None, *, chapter: str | None = None, schema_version=3,
-             nbformat=4) -> dict:
+def notebook(fake: dict | None = None, *, schema_version=3, nbformat=4) -> dict:
     meta = {"fake": fake or {}}
-    if chapter:
-        meta["grader"] = {"chapter": chapter}
     return {"nbformat": nbformat, "nbformat_minor": 5, "metadata": meta, "cells": [
         {"cell_type": "markdown", "id": "m1", "metadata": {}, "source": ["# Title\n", "text"]},
         {"cell_type": "code", "id": "c1", "execution_count": None, "outputs": [],
@@ -364,7 +363,7 @@ def test_every_bad_submission_is_a_recorded_failure_and_the_rest_are_graded(tmp_
     bad = corrupt_files(tmp_path / "bad")
     bad["folder.ipynb"] = (bad["folder.ipynb"][0], "no notebooks in this directory")
     good = [write_nb(tmp_path / "good" / f"g{i}.ipynb") for i in range(2)]
-    crash = write_nb(tmp_path / "crash.ipynb", {"mode": "crash"}, chapter="01_fake")
+    crash = write_nb(tmp_path / "01_fake" / "crash.ipynb", {"mode": "crash"})
     badjson = write_nb(tmp_path / "badjson.ipynb", {"mode": "badjson"})
     error = write_nb(tmp_path / "error.ipynb", {"mode": "error"})
     (tmp_path / "nothing_here").mkdir()
@@ -456,9 +455,11 @@ def test_kill_9_then_resume_grades_each_submission_exactly_once(tmp_path, fake):
     data = json.loads(stdout)
     assert data["counts"]["skipped"] == first and data["counts"]["ok"] == 8
     assert [r["path"] for r in data["submissions"]] == paths
+    assert all(Path(c["result_file"]).parent.parent == out / ".work" for c in fake.calls())
+    assert not (out / ".work").exists(), "temp dirs left by the killed run are removed"
 
 
-def test_refuses_an_existing_store_without_resume_or_fresh(tmp_path, fake):
+def test_refuses_an_existing_store_without_resume_or_fresh(tmp_path, fake, monkeypatch):
     nb = write_nb(tmp_path / "a.ipynb")
     out = tmp_path / "out"
     kw = dict(out_dir=out, worker_cmd=fake.cmd, progress=False, timeout=30)
@@ -468,16 +469,29 @@ def test_refuses_an_existing_store_without_resume_or_fresh(tmp_path, fake):
         batch.run_batch([str(nb)], **kw)
     with pytest.raises(batch.BatchRefused, match="nothing to resume"):
         batch.run_batch([], out_dir=tmp_path / "other", resume=True)
+    import fcntl
+
+    with open(out / ".lock", "a") as lock:  # another run of the batch is going on
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(batch.BatchRefused, match="another batch is running in .*out"):
+            batch.run_batch([], resume=True, **kw)
     again = batch.run_batch([], resume=True, run_seed=9, worker_args=["--other"], **kw)
     assert again.skipped == 1 and again.graded == 0 and again.settings["run_seed"] == 5
     write_nb(nb, {"score": 2})  # a changed file is a new submission
     changed = batch.run_batch([], resume=True, **kw)
     assert changed.graded == 1 and changed.results[0]["score"] == 2
+    crash = write_nb(tmp_path / "crash.ipynb", {"mode": "crash"})
+    assert batch.run_batch([str(crash)], resume=True, **kw).failed == 1
+    n = len(fake.calls())
+    assert batch.run_batch([], resume=True, **kw).skipped == 2 and len(fake.calls()) == n
+    monkeypatch.setenv("FAKE_MODE", "ok")  # the crash was the machine's fault: grade it again
+    retried = batch.run_batch([], resume=True, retry_failed=True, **kw)
+    assert len(fake.calls()) == n + 1 and retried.failed == 0 and retried.skipped == 1
     fresh = batch.run_batch([str(nb)], fresh=True, run_seed=6, **kw)
     assert fresh.graded == 1 and fresh.settings["run_seed"] == 6
     (backup,) = out.glob("grades.sqlite.*.bak")
     con = sqlite3.connect(backup)
-    assert con.execute("SELECT count(*) FROM results").fetchone()[0] == 2, "old results are kept"
+    assert con.execute("SELECT count(*) FROM results").fetchone()[0] == 3, "old results are kept"
     con.close()
 
 
@@ -498,6 +512,19 @@ def test_cli_prints_the_first_line_at_once_and_refuses_clearly(tmp_path, fake):
     proc = run_cli(fake, [str(tmp_path / "missing.ipynb"), "--out", str(tmp_path / "o2")])
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 2 and f"error: {tmp_path / 'missing.ipynb'}: no such file" in stderr
+
+
+def test_a_fatal_worker_problem_stops_the_batch_unrecorded(tmp_path, fake, monkeypatch):
+    nbs = [write_nb(tmp_path / "a.ipynb"), write_nb(tmp_path / "b.ipynb", {"mode": "fatal"}),
+           write_nb(tmp_path / "c.ipynb"), write_nb(tmp_path / "d.ipynb")]
+    kw = dict(out_dir=tmp_path / "out", worker_cmd=fake.cmd, progress=False, timeout=30)
+    summary = batch.run_batch([str(p) for p in nbs], **kw)
+    assert summary.fatal == "no sandbox on this machine: install bubblewrap"
+    assert summary.exit_status == 1 and [r["path"] for r in summary.results] == [str(nbs[0])]
+    assert len(fake.calls()) == 2, "nothing is started after the fatal result"
+    monkeypatch.setenv("FAKE_MODE", "ok")  # the machine is fixed
+    again = batch.run_batch([], resume=True, **kw)
+    assert again.exit_status == 0 and again.skipped == 1 and again.graded == 3
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -554,9 +581,16 @@ def test_a_dask_local_cluster_gives_the_results_of_a_local_run(tmp_path, fake):
     n_local = len(fake.calls())
     t0 = time.monotonic()
     with dask.config.set({"distributed.worker.preload": [str(preload)]}):
-        distributed = batch.run_batch(items, out_dir=tmp_path / "dask", scheduler="local", **kw)
-    assert time.monotonic() - t0 < 20
-    assert comparable(distributed.results) == comparable(local.results)
-    assert distributed.exit_status == local.exit_status == 2
+        on_local = batch.run_batch(items, out_dir=tmp_path / "dask", scheduler="local", **kw)
+        from distributed import LocalCluster
+
+        with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                          dashboard_address=None) as cluster:  # a cluster reached over TCP
+            on_tcp = batch.run_batch(items, out_dir=tmp_path / "tcp",
+                                     scheduler=cluster.scheduler_address, **kw)
+    assert time.monotonic() - t0 < 25
+    for distributed in (on_local, on_tcp):
+        assert comparable(distributed.results) == comparable(local.results)
+        assert distributed.exit_status == local.exit_status == 2
     calls = fake.calls()[n_local:]
-    assert len(calls) == 5 and {c["seed"] for c in calls} == {"3"}
+    assert len(calls) == 10 and {c["seed"] for c in calls} == {"3"}

@@ -1,5 +1,6 @@
 """`python -m grader grade`: bad paths are reported after the rest is graded; a buggy notebook
-loses marks with specific feedback; the table output is readable."""
+loses marks with specific feedback; the chapter is the assignment's (its folder), never what the
+notebook's metadata claims; the table output is readable."""
 
 import json
 import subprocess
@@ -21,27 +22,34 @@ HUBER_BATCH_SWITCH = '''def huber_loss(y_hat, y, delta=1.0):
 '''
 
 
+def grade(*args, tmp_path, timeout=600):
+    return subprocess.run([sys.executable, "-m", "grader", "grade", "--quiet", "--out",
+                           str(tmp_path / "results"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.mark.slow
 def test_bad_paths_reported_after_grading_the_rest(tmp_path):
-    buggy = tmp_path / "sub" / "buggy.ipynb"
+    buggy = tmp_path / CH / "buggy.ipynb"
     buggy.parent.mkdir()
     nb = answered_release(CH, {"linreg": LINREG_NO_BIAS, "huber_loss": HUBER_BATCH_SWITCH})
     nb.cells = [c for c in nb.cells  # a student who deleted a test cell
                 if c.metadata.get("nbgrader", {}).get("grade_id") != "test_squared_loss"]
+    nb.metadata["grader"] = {"chapter": "02_softmax"}  # metadata does not choose the grader
     nbformat.write(nb, buggy)
-    (tmp_path / "corrupt.ipynb").write_text("{not json")
+    (tmp_path / CH / "corrupt.ipynb").write_text("{not json")
     (tmp_path / "notes.txt").write_text("hello")
-    args = [str(tmp_path / "missing.ipynb"), str(tmp_path / "corrupt.ipynb"),
-            str(tmp_path / "notes.txt"), str(tmp_path / "sub")]
     csv_path = tmp_path / "grades.csv"
-    proc = subprocess.run([sys.executable, "-m", "grader", "grade", "--json", "--csv",
-                           str(csv_path), *args], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 2
+    proc = grade("--json", "--csv", csv_path, tmp_path / "missing.ipynb",
+                 tmp_path / CH / "corrupt.ipynb", tmp_path / "notes.txt", tmp_path / CH,
+                 tmp_path=tmp_path)
+    assert proc.returncode == 2, proc.stderr
     for what in ("missing.ipynb: no such file", "corrupt.ipynb: not a valid notebook",
                  "notes.txt: not a notebook"):
         assert what in proc.stderr
     assert "Traceback" not in proc.stderr
-    (sub,) = json.loads(proc.stdout)["submissions"]
+    out = json.loads(proc.stdout)
+    (sub,) = [s for s in out["submissions"] if s["status"] == "ok"]
     assert sub["path"] == str(buggy) and sub["chapter"] == CH
     ex = {e["name"]: e for e in sub["exercises"]}
     assert ex["linreg"]["score"] == 0 and "the bias b is not added" in ex["linreg"]["feedback"]
@@ -51,13 +59,12 @@ def test_bad_paths_reported_after_grading_the_rest(tmp_path):
     assert ex["sgd"]["passed"] and ex["gaussian_nll"]["passed"]
     assert sub["score"] < sub["max_score"]
     rows = csv_path.read_text().splitlines()
-    assert rows[0].startswith("path,chapter,score,max_score,") and "linreg" in rows[0]
-    assert len(rows) == 2 and rows[1].startswith(f"{buggy},{CH},{sub['score']}")
+    assert rows[0].startswith("path,chapter,status,score,max_score,") and "linreg" in rows[0]
+    assert any(r.startswith(f"{buggy},{CH},ok,{sub['score']}") for r in rows)
 
 
 def test_usage_errors_are_clear(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "grader", "grade", str(tmp_path / "nope.ipynb")],
-                          capture_output=True, text=True, timeout=120)
+    proc = grade(tmp_path / "nope.ipynb", tmp_path=tmp_path, timeout=120)
     assert proc.returncode == 2 and "no such file" in proc.stderr
     assert "Traceback" not in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "grader", "chapters"], capture_output=True,
@@ -68,8 +75,8 @@ def test_usage_errors_are_clear(tmp_path):
 def test_unknown_chapter_is_reported(tmp_path):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+    nb.metadata["grader"] = {"chapter": CH}  # what the notebook claims does not count
     path = tmp_path / "mystery.ipynb"
     nbformat.write(nb, path)
-    proc = subprocess.run([sys.executable, "-m", "grader", "grade", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = grade(path, tmp_path=tmp_path, timeout=120)
     assert proc.returncode == 2 and "cannot tell which chapter" in proc.stderr

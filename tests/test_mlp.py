@@ -47,6 +47,60 @@ def test_make_mlp_matches_mlp_forward():
     torch.testing.assert_close(net(X), ref.mlp_forward(X, params))
 
 
+# --- the public half: no reference in it; its probes --------------------------------------
+
+def test_public_module_holds_no_reference():
+    import ast
+    import inspect
+
+    from grader.checks import mlp as public
+
+    tree = ast.parse(inspect.getsource(public))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m and m.startswith("grader.chapters") for m in imported)
+    for name in ("relu", "sigmoid", "tanh", "relu_grad", "sigmoid_grad", "tanh_grad",
+                 "mlp_forward", "collapse_linear", "make_mlp", "prelu", "prelu_grad",
+                 "tanh_via_sigmoid", "LIKELY", "REFERENCES", "EXTREMES"):
+        assert not hasattr(public, name), name
+
+
+def test_probe_describes_layers_as_plain_data():
+    from grader.probes.mlp import describe_layers
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, bias=False), nn.ReLU(),
+                        nn.Sequential(nn.Linear(3, 2)))
+    layers = describe_layers(net)["layers"]
+    assert [m["class"] for m in layers] == ["Flatten", "Linear", "ReLU", "Sequential"]
+    assert layers[1] == {"type": "torch.nn.modules.linear.Linear", "class": "Linear",
+                         "linear": True, "in_features": 4, "out_features": 3, "bias": False}
+    assert "error" in describe_layers([nn.ReLU()])
+
+    class Broken(nn.Sequential):
+        def __iter__(self):
+            raise RuntimeError("no")
+
+    relu = nn.ReLU()  # a module used twice is listed twice, as iterating the Sequential does
+    assert len(describe_layers(Broken(nn.Linear(2, 2), relu, relu))["layers"]) == 3
+
+
+def test_probe_recorder_is_not_the_students_use_of_torch_sigmoid():
+    from grader.remote import local_remote
+    from grader.runner import Tester
+
+    remote = local_remote({"tvs": ref.tanh_via_sigmoid})
+    t = Tester("tanh_via_sigmoid", hidden=False, remote_=remote)
+    f = t.build("mlp.recorder", 1)
+    X = torch.linspace(-3, 3, 7)
+    got = t.call(remote.global_("tvs"), X, f, forbidden={torch.sigmoid: "torch.sigmoid"})
+    torch.testing.assert_close(got, torch.tanh(X))
+    assert f.calls == 1
+    g = t.build("mlp.recorder", 2)
+    t.call(remote.global_("tvs"), X, g)
+    t.call(remote.global_("tvs"), X, g)
+    assert g.calls == 2
+
+
 # --- correct variants ----------------------------------------------------------------------
 
 def relu_d2l(X):
@@ -320,6 +374,30 @@ def make_mlp_same_input(num_inputs, num_hiddens, num_outputs):
     return nn.Sequential(*layers)
 
 
+def make_mlp_no_bias(num_inputs, num_hiddens, num_outputs):
+    net = ref.make_mlp(num_inputs, num_hiddens, num_outputs)
+    net[-1] = nn.Linear(net[-1].in_features, num_outputs, bias=False)
+    return net
+
+
+class OwnMLP(nn.Module):
+    def __init__(self, num_inputs, num_hiddens, num_outputs):
+        super().__init__()
+        self.body = ref.make_mlp(num_inputs, num_hiddens, num_outputs)
+
+    def forward(self, X):
+        return self.body(X)
+
+
+def make_mlp_layer_list(num_inputs, num_hiddens, num_outputs):
+    return list(ref.make_mlp(num_inputs, num_hiddens, num_outputs))
+
+
+def tvs_also_torch(X, sigmoid):
+    sigmoid(X)
+    return 2 * torch.sigmoid(2 * X) - 1
+
+
 def tvs_tanh(X, sigmoid):
     return torch.tanh(X)
 
@@ -384,6 +462,9 @@ BUGGY = [
     ("make_mlp", make_mlp_first_width, "for each width"),
     ("make_mlp", make_mlp_sigmoid, "nn.ReLU()"),
     ("make_mlp", make_mlp_same_input, "previous layer's out_features"),
+    ("make_mlp", make_mlp_no_bias, "no bias"),
+    ("make_mlp", OwnMLP, "should return an nn.Sequential, but returned OwnMLP"),
+    ("make_mlp", make_mlp_layer_list, "should return an nn.Sequential, but returned list"),
     ("prelu", lambda X, alpha: torch.maximum(X, alpha * X), "alpha <= 1"),
     ("prelu", lambda X, alpha: torch.where(X > 0, alpha * X, X), "positive part"),
     ("prelu", lambda X, alpha: relu_d2l(X), "alpha is ignored"),
@@ -395,6 +476,7 @@ BUGGY = [
     ("prelu_grad", lambda X, alpha: torch.where(X > 0, alpha, 1.0).to(X.dtype), "swapped"),
     ("prelu_grad", lambda X, alpha: (X > 0).to(X.dtype), "alpha is ignored"),
     ("tanh_via_sigmoid", tvs_tanh, "torch.tanh"),
+    ("tanh_via_sigmoid", tvs_also_torch, "calls torch.sigmoid"),
     ("tanh_via_sigmoid", tvs_own, "never calls the sigmoid"),
     ("tanh_via_sigmoid", lambda X, sigmoid: 2 * sigmoid(X) - 1, "2 * sigmoid(2x) - 1"),
     ("tanh_via_sigmoid", lambda X, sigmoid: 2 * sigmoid(2 * X), "without the - 1"),

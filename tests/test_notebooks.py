@@ -126,9 +126,10 @@ def check_release_runs(cid, tmp_path, monkeypatch):
     assert failures >= len(get_chapter(cid).exercises), "the stubs do not fail their checks"
 
 
-def grade_cli(*paths, jobs=2):
+def grade_cli(*paths, chapter, out, jobs=2):
     env = {k: v for k, v in os.environ.items() if k != "GRADER_STRICT"}
-    proc = subprocess.run([sys.executable, "-m", "grader", "grade", "--json", "-j", str(jobs),
+    proc = subprocess.run([sys.executable, "-m", "grader", "grade", "--json", "--quiet",
+                           "--chapter", chapter, "--out", str(out), "-j", str(jobs),
                            *map(str, paths)], capture_output=True, text=True, env=env,
                           timeout=1200)
     return proc, json.loads(proc.stdout)
@@ -138,7 +139,7 @@ def check_round_trip_cli(cid, tmp_path):
     perfect, untouched = tmp_path / "perfect.ipynb", tmp_path / "untouched.ipynb"
     nbformat.write(answered_release(cid), perfect)
     untouched.write_bytes((ROOT / "chapters" / cid / f"{cid}.ipynb").read_bytes())
-    proc, out = grade_cli(perfect, untouched)
+    proc, out = grade_cli(perfect, untouched, chapter=cid, out=tmp_path / "results")
     assert proc.returncode == 0, proc.stderr
     by_path = {s["path"]: s for s in out["submissions"]}
     full, zero = by_path[str(perfect)], by_path[str(untouched)]

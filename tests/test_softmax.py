@@ -471,3 +471,89 @@ def test_flipped_reduction_with_a_custom_updater_is_named():
             return ref.train_epoch(net, train_iter, loss, updater)
         return _train(net, train_iter, loss, updater, flip=True)
     assert_loses_marks(CH, "train_epoch", train, "back-propagate l.sum()")
+
+
+# --- the split: public visible checks, builders, recorded values ----------------------------
+
+@pytest.fixture(scope="module")
+def recorded_refs():
+    from grader import wire
+    from grader.edition import record_chapter
+    from grader.runner import RecordedRefs
+
+    return RecordedRefs({k: wire.dumps(v) for k, v in record_chapter(CH).items()})
+
+
+@pytest.mark.parametrize("name,fn,phrase", [
+    ("softmax", softmax_naive, "subtract each row's max"),
+    ("logsumexp", lse_no_add_back, "not added back"),
+    ("log_softmax", ls_via_softmax, "log(softmax(X))"),
+    ("cross_entropy", ce_d2l_probabilities, "treated as probabilities"),
+    ("accuracy", acc_fraction, "fraction correct instead"),
+    ("train_epoch", lambda *a: _train(*a, zero=False), "zero_grad"),
+    ("train_epoch", lambda *a: _train(*a, flip=True), "l.mean()"),
+    ("train_epoch", lambda *a: _train(*a, ret="batch_means"), "mean of the batch means"),
+    ("exp_range", lambda dtype: (math.log10(torch.finfo(dtype).tiny),
+                                 math.log10(torch.finfo(dtype).max)), "log10"),
+])
+def test_visible_checks_name_the_cause_from_recorded_values(recorded_refs, name, fn, phrase):
+    """A student edition (recorded values only, no references) names the same causes."""
+    from grader.feedback import Mismatch
+    from grader.testing import visible_verdict
+
+    with pytest.raises(Mismatch) as failure:
+        visible_verdict(CH, name, fn, refs=recorded_refs)
+    assert phrase.lower() in str(failure.value).lower(), str(failure.value)
+
+
+def test_train_epoch_builders_behave_as_the_check_assumes():
+    """The nets and updater made in the kernel: handed over in eval mode, the updater is
+    minibatch SGD of step lr / batch_size, and the judge can read everything back."""
+    from grader.remote import local_remote
+
+    remote = local_remote({})
+    W, b = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    net = remote.build("softmax.module_net", W, b)
+    assert net.is_a(nn.Module) and net.info["training"] is False
+    torch.testing.assert_close(net.method("param_values"), [W, b])
+    X, y = torch.randn(5, 1, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1])
+
+    local = nn.Linear(4, 3).double()
+    with torch.no_grad():
+        local.weight.copy_(W)
+        local.bias.copy_(b)
+    F.cross_entropy(local(X.reshape(5, 4)), y, reduction="sum").backward()
+    expected = [(p - 0.5 * p.grad / 5).detach() for p in local.parameters()]
+
+    def epoch(net_, batches, loss_, updater):
+        net_.train()
+        for Xb, yb in batches:
+            loss_(net_(Xb), yb).sum().backward()
+            updater(Xb.shape[0])
+        return 0.0, 0.0
+
+    answer = local_remote({"epoch": epoch})
+    fn = answer.global_("epoch")
+    net = answer.build("softmax.module_net", W, b)
+    upd = answer.build("softmax.updater", net, 0.5)
+    fn(net, [(X, y)], answer.build("loss", "CrossEntropyLoss", reduction="none"), upd)
+    assert net.method("modes") == [True] and upd.calls == [5]
+    torch.testing.assert_close(net.method("param_values"), expected)
+
+    scratch = answer.build("softmax.scratch_net", W.T.contiguous(), b)
+    assert not scratch.is_a(nn.Module)
+    torch.testing.assert_close(scratch.method("param_values"), [W.T, b])
+
+
+def test_public_modules_hold_no_reference_code():
+    import inspect
+
+    import grader.checks.softmax as public
+    import grader.probes.softmax as probes
+
+    for module in (public, probes):
+        src = inspect.getsource(module)
+        assert "import grader.chapters" not in src and "from grader.chapters" not in src
+        for formula in ("torch.exp(", "torch.log(", ".exp()", ".log()", "argmax", "math.log",
+                        ".tiny", "p.grad /", "lr * "):
+            assert formula not in src, f"{module.__name__} holds {formula!r}"

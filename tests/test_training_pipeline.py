@@ -47,6 +47,29 @@ def test_evaluate_accuracy_restores_mode():
         assert model.training == mode
 
 
+def test_train_with_validation_weights_batches_by_size_and_leaves_training_mode():
+    torch.manual_seed(0)
+    X, y = torch.randn(7, 3), torch.randint(0, 2, (7,))
+    model = ref.build_model([3, 2])
+    twin = ref.build_model([3, 2])
+    twin.load_state_dict(model.state_dict())
+    loader = data.DataLoader(data.TensorDataset(X, y), batch_size=3)  # batches 3, 3, 1
+    model.eval()
+    history = ref.train_with_validation(model, loader, loader, nn.CrossEntropyLoss(),
+                                        torch.optim.SGD(model.parameters(), 0.1), 2, "cpu")
+    assert model.training and len(history) == 2
+    opt = torch.optim.SGD(twin.parameters(), 0.1)
+    for epoch in history:
+        assert set(epoch) == {"train_loss", "valid_loss", "valid_acc"}
+        assert all(type(v) is float for v in epoch.values())
+        train_loss = ref.train_one_epoch(twin, loader, nn.CrossEntropyLoss(), opt, "cpu")
+        with torch.no_grad():
+            y_hat = twin(X)
+        assert abs(epoch["train_loss"] - train_loss) < 1e-6
+        assert abs(epoch["valid_loss"] - nn.functional.cross_entropy(y_hat, y).item()) < 1e-6
+        assert abs(epoch["valid_acc"] - (y_hat.argmax(1) == y).float().mean().item()) < 1e-6
+
+
 # --- correct variants -------------------------------------------------------------------------------
 
 class DatasetEager(data.Dataset):
@@ -149,6 +172,103 @@ def accuracy_try_finally(model, loader, device):
             model.train()
 
 
+def fit_with_helpers(model, train_loader, valid_loader, criterion, optimizer, num_epochs, device):
+    """train_one_epoch, then a loss pass and evaluate_accuracy (two passes over valid_loader)."""
+    history = []
+    for _ in range(num_epochs):
+        train_loss = ref.train_one_epoch(model, train_loader, criterion, optimizer, device)
+        model.eval()
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for X, y in valid_loader:
+                X, y = X.to(device), y.to(device)
+                total += criterion(model(X), y).item() * len(y)
+                n += len(y)
+        acc = ref.evaluate_accuracy(model, valid_loader, device)
+        history.append({"train_loss": train_loss, "valid_loss": total / n, "valid_acc": acc})
+    model.train()
+    return history
+
+
+def fit_inference_mode(model, train_loader, valid_loader, criterion, optimizer, num_epochs,
+                       device):
+    history = []
+    for _ in range(num_epochs):
+        model.train(True)
+        losses = []
+        for X, y in train_loader:
+            X = X.to(device)
+            y = y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(X), y)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach() * X.shape[0])
+        train_loss = float(torch.stack(losses).sum() / len(train_loader.dataset))
+        model.eval()
+        with torch.inference_mode():
+            sums = torch.zeros(2)
+            for X, y in valid_loader:
+                X, y = X.to(device), y.to(device)
+                y_hat = model(X)
+                sums += torch.stack([criterion(y_hat, y) * len(y),
+                                     (y_hat.argmax(-1) == y).sum().float()])
+        n = len(valid_loader.dataset)
+        history.append(dict(train_loss=train_loss, valid_loss=sums[0].item() / n,
+                            valid_acc=sums[1].item() / n))
+        model.train()
+    return history
+
+
+def fit_with_metrics(model, train_loader, valid_loader, criterion, optimizer, num_epochs, device):
+    """d2l-style: an accumulator of (sum, count) pairs, extra keys in the dicts."""
+    def run(loader, train):
+        metric = [0.0, 0.0, 0]  # loss sum, correct, examples
+        for X, y in loader:
+            X, y = X.to(device), y.to(device)
+            y_hat = model(X)
+            loss = criterion(y_hat, y)
+            if train:
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            metric[0] += float(loss) * y.numel()
+            metric[1] += float((y_hat.argmax(1) == y).sum())
+            metric[2] += y.numel()
+        return metric
+
+    history = []
+    for epoch in range(num_epochs):
+        model.train()
+        tl, tc, tn = run(train_loader, True)
+        model.eval()
+        with torch.no_grad():
+            vl, vc, vn = run(valid_loader, False)
+        history.append({"epoch": epoch, "train_loss": tl / tn, "train_acc": tc / tn,
+                        "valid_loss": vl / vn, "valid_acc": vc / vn})
+    model.train()
+    return history
+
+
+def fit_with_train_accuracy(model, train_loader, valid_loader, criterion, optimizer, num_epochs,
+                            device):
+    """Also the accuracy on the training set (an extra evaluation pass over train_loader)."""
+    history = []
+    for _ in range(num_epochs):
+        train_loss = ref.train_one_epoch(model, train_loader, criterion, optimizer, device)
+        model.eval()
+        train_acc = ref.evaluate_accuracy(model, train_loader, device)
+        with torch.no_grad():
+            batches = [(criterion(model(X.to(device)), y.to(device)).item(), len(y))
+                       for X, y in valid_loader]
+        valid_loss = sum(l * n for l, n in batches) / sum(n for _, n in batches)
+        history.append({"train_loss": train_loss, "train_acc": train_acc,
+                        "valid_loss": valid_loss,
+                        "valid_acc": ref.evaluate_accuracy(model, valid_loader, device)})
+        model.train()
+    return history
+
+
 CORRECT = [
     ("ArrayDataset", ref.ArrayDataset),
     ("ArrayDataset", DatasetEager),
@@ -162,6 +282,11 @@ CORRECT = [
     ("evaluate_accuracy", ref.evaluate_accuracy),
     ("evaluate_accuracy", accuracy_flags),
     ("evaluate_accuracy", accuracy_try_finally),
+    ("train_with_validation", ref.train_with_validation),
+    ("train_with_validation", fit_with_helpers),
+    ("train_with_validation", fit_inference_mode),
+    ("train_with_validation", fit_with_metrics),
+    ("train_with_validation", fit_with_train_accuracy),
 ]
 
 
@@ -205,7 +330,8 @@ def build_model_set(layer_sizes):
         if i < len(layer_sizes) - 2:
             layers.add(nn.ReLU())
     # iterating a set gives no particular order; here: grouped by type, as it often comes out
-    return nn.Sequential(*sorted(layers, key=lambda m: (type(m).__name__, id(m))))
+    # (sorted, so that the test itself is reproducible)
+    return nn.Sequential(*sorted(layers, key=lambda m: (type(m).__name__, repr(m))))
 
 
 def build_model_reversed(layer_sizes):
@@ -325,6 +451,201 @@ def accuracy_count(model, loader, device):
     return ref.evaluate_accuracy(model, loader, device) * len(loader.dataset)
 
 
+def _valid_pass(model, loader, criterion, device):
+    total = correct = n = 0
+    for X, y in loader:
+        X, y = X.to(device), y.to(device)
+        y_hat = model(X)
+        total += criterion(y_hat, y).item() * len(y)
+        correct += (y_hat.argmax(1) == y).sum().item()
+        n += len(y)
+    return total / n, correct / n
+
+
+def fit_valid_in_train_mode(model, train_loader, valid_loader, criterion, optimizer, num_epochs,
+                            device):
+    history = []
+    for _ in range(num_epochs):
+        train_loss = ref.train_one_epoch(model, train_loader, criterion, optimizer, device)
+        with torch.no_grad():
+            valid_loss, valid_acc = _valid_pass(model, valid_loader, criterion, device)
+        history.append({"train_loss": train_loss, "valid_loss": valid_loss,
+                        "valid_acc": valid_acc})
+    return history
+
+
+def fit_valid_with_grad(model, train_loader, valid_loader, criterion, optimizer, num_epochs,
+                        device):
+    history = []
+    for _ in range(num_epochs):
+        train_loss = ref.train_one_epoch(model, train_loader, criterion, optimizer, device)
+        model.eval()
+        valid_loss, valid_acc = _valid_pass(model, valid_loader, criterion, device)
+        model.train()
+        history.append({"train_loss": train_loss, "valid_loss": valid_loss,
+                        "valid_acc": valid_acc})
+    return history
+
+
+def fit_batch_means(model, train_loader, valid_loader, criterion, optimizer, num_epochs, device):
+    return ref.train_with_validation(model, train_loader, valid_loader, criterion, optimizer,
+                                     num_epochs, device, bug="per_batch")
+
+
+def fit_valid_batch_means(model, train_loader, valid_loader, criterion, optimizer, num_epochs,
+                          device):
+    history = []
+    for _ in range(num_epochs):
+        train_loss = ref.train_one_epoch(model, train_loader, criterion, optimizer, device)
+        model.eval()
+        losses = []
+        with torch.no_grad():
+            for X, y in valid_loader:
+                X, y = X.to(device), y.to(device)
+                losses.append(criterion(model(X), y).item())
+        acc = ref.evaluate_accuracy(model, valid_loader, device)
+        model.train()
+        history.append({"train_loss": train_loss, "valid_loss": sum(losses) / len(losses),
+                        "valid_acc": acc})
+    return history
+
+
+def fit_left_in_eval(model, train_loader, valid_loader, criterion, optimizer, num_epochs,
+                     device):
+    history = []
+    for _ in range(num_epochs):
+        train_loss = ref.train_one_epoch(model, train_loader, criterion, optimizer, device)
+        model.eval()
+        with torch.no_grad():
+            valid_loss, valid_acc = _valid_pass(model, valid_loader, criterion, device)
+        history.append({"train_loss": train_loss, "valid_loss": valid_loss,
+                        "valid_acc": valid_acc})
+    return history
+
+
+def fit_train_once(model, train_loader, valid_loader, criterion, optimizer, num_epochs, device):
+    model.train()
+    history = []
+    for _ in range(num_epochs):
+        total, n = 0.0, 0
+        for X, y in train_loader:
+            X, y = X.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = criterion(model(X), y)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(y)
+            n += len(y)
+        model.eval()
+        with torch.no_grad():
+            valid_loss, valid_acc = _valid_pass(model, valid_loader, criterion, device)
+        history.append({"train_loss": total / n, "valid_loss": valid_loss,
+                        "valid_acc": valid_acc})
+    model.train()
+    return history
+
+
+def fit_acc_count(model, train_loader, valid_loader, criterion, optimizer, num_epochs, device):
+    history = ref.train_with_validation(model, train_loader, valid_loader, criterion, optimizer,
+                                        num_epochs, device)
+    return [dict(h, valid_acc=h["valid_acc"] * len(valid_loader.dataset)) for h in history]
+
+
+def fit_acc_int_count(model, train_loader, valid_loader, criterion, optimizer, num_epochs,
+                      device):
+    history = ref.train_with_validation(model, train_loader, valid_loader, criterion, optimizer,
+                                        num_epochs, device)
+    return [dict(h, valid_acc=round(h["valid_acc"] * len(valid_loader.dataset)))
+            for h in history]
+
+
+def fit_step_in_valid(model, train_loader, valid_loader, criterion, optimizer, num_epochs,
+                      device):
+    return ref.train_with_validation(model, train_loader, valid_loader, criterion, optimizer,
+                                     num_epochs, device, bug="step_in_valid")
+
+
+def fit_valid_backward(model, train_loader, valid_loader, criterion, optimizer, num_epochs,
+                       device):
+    """The training loop copied for validation, backward and step included."""
+    history = []
+    for _ in range(num_epochs):
+        train_loss = ref.train_one_epoch(model, train_loader, criterion, optimizer, device)
+        model.eval()
+        total = correct = n = 0
+        for X, y in valid_loader:
+            X, y = X.to(device), y.to(device)
+            optimizer.zero_grad()
+            y_hat = model(X)
+            loss = criterion(y_hat, y)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(y)
+            correct += (y_hat.argmax(1) == y).sum().item()
+            n += len(y)
+        model.train()
+        history.append({"train_loss": train_loss, "valid_loss": total / n,
+                        "valid_acc": correct / n})
+    return history
+
+
+def fit_tensors(model, train_loader, valid_loader, criterion, optimizer, num_epochs, device):
+    history = ref.train_with_validation(model, train_loader, valid_loader, criterion, optimizer,
+                                        num_epochs, device)
+    return [{k: torch.tensor(v) for k, v in h.items()} for h in history]
+
+
+def fit_last_batch_loss(model, train_loader, valid_loader, criterion, optimizer, num_epochs,
+                        device):
+    return ref.train_with_validation(model, train_loader, valid_loader, criterion, optimizer,
+                                     num_epochs, device, bug="last_batch")
+
+
+def fit_valid_not_moved(model, train_loader, valid_loader, criterion, optimizer, num_epochs,
+                        device):
+    history = []
+    for _ in range(num_epochs):
+        train_loss = ref.train_one_epoch(model, train_loader, criterion, optimizer, device)
+        model.eval()
+        total = correct = n = 0
+        with torch.no_grad():
+            for X, y in valid_loader:
+                X.to(device)
+                y.to(device)
+                y_hat = model(X)
+                total += criterion(y_hat, y).item() * len(y)
+                correct += (y_hat.argmax(1) == y).sum().item()
+                n += len(y)
+        model.train()
+        history.append({"train_loss": train_loss, "valid_loss": total / n,
+                        "valid_acc": correct / n})
+    return history
+
+
+def fit_last_epoch_only(model, train_loader, valid_loader, criterion, optimizer, num_epochs,
+                        device):
+    for _ in range(num_epochs):
+        train_loss = ref.train_one_epoch(model, train_loader, criterion, optimizer, device)
+        model.eval()
+        with torch.no_grad():
+            valid_loss, valid_acc = _valid_pass(model, valid_loader, criterion, device)
+        model.train()
+    return {"train_loss": train_loss, "valid_loss": valid_loss, "valid_acc": valid_acc}
+
+
+def fit_valid_first(model, train_loader, valid_loader, criterion, optimizer, num_epochs,
+                    device):
+    history = []
+    for _ in range(num_epochs):
+        model.eval()
+        with torch.no_grad():
+            valid_loss, valid_acc = _valid_pass(model, valid_loader, criterion, device)
+        train_loss = ref.train_one_epoch(model, train_loader, criterion, optimizer, device)
+        history.append({"train_loss": train_loss, "valid_loss": valid_loss,
+                        "valid_acc": valid_acc})
+    return history
+
+
 BUGGY = [
     ("ArrayDataset", DatasetUnflattened, "unflattened"),
     ("ArrayDataset", DatasetFloatLabels, "float labels"),
@@ -347,4 +668,19 @@ BUGGY = [
     ("evaluate_accuracy", accuracy_per_batch, "per-batch averages"),
     ("evaluate_accuracy", accuracy_grad, "no_grad"),
     ("evaluate_accuracy", accuracy_count, "not the fraction"),
+    ("train_with_validation", fit_valid_in_train_mode, "no eval()"),
+    ("train_with_validation", fit_valid_with_grad, "no_grad"),
+    ("train_with_validation", fit_batch_means, "mean of the batch means"),
+    ("train_with_validation", fit_valid_batch_means, "per-batch averages"),
+    ("train_with_validation", fit_left_in_eval, "model left in evaluation mode"),
+    ("train_with_validation", fit_train_once, "model.train() only once"),
+    ("train_with_validation", fit_acc_count, "not the fraction"),
+    ("train_with_validation", fit_acc_int_count, "not the fraction"),
+    ("train_with_validation", fit_step_in_valid, "optimizer step in the validation pass"),
+    ("train_with_validation", fit_valid_backward, "no_grad"),
+    ("train_with_validation", fit_tensors, "floats in the dicts"),
+    ("train_with_validation", fit_last_batch_loss, "last batch only"),
+    ("train_with_validation", fit_valid_not_moved, "X.to(device)"),
+    ("train_with_validation", fit_last_epoch_only, "one dict per epoch"),
+    ("train_with_validation", fit_valid_first, "validate after training"),
 ]

@@ -58,6 +58,32 @@ def test_weight_decay_sgd_matches_l2_penalty_gradient():
         torch.testing.assert_close(a, b)
 
 
+def test_early_stopping_follows_keras():
+    """Keras' EarlyStopping (monitor val_loss, mode min, no baseline, no restore): stop when
+    `wait >= patience`, wait reset when loss - min_delta < best (min_delta taken negative)."""
+    def keras(losses, patience, min_delta):
+        best, wait, best_epoch = math.inf, 0, 0
+        for epoch, loss in enumerate(losses):
+            wait += 1
+            if loss + min_delta < best:  # np.less(current - (-min_delta), best)
+                best, best_epoch, wait = loss, epoch, 0
+            if wait >= patience and epoch > 0:
+                return epoch, best_epoch
+        return len(losses) - 1, best_epoch
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        n = int(torch.randint(1, 30, (1,), generator=g))
+        # multiples of 1/8: best - min_delta and loss + min_delta are exact
+        losses = [float(v) / 8 for v in torch.randint(0, 9, (n,), generator=g)]
+        patience = int(torch.randint(1, 5, (1,), generator=g))
+        min_delta = float(torch.randint(0, 3, (1,), generator=g)) / 8
+        assert ref.early_stopping(losses, patience, min_delta) == keras(losses, patience,
+                                                                        min_delta)
+    assert ref.early_stopping([1.21, 1.13, 0.9, 0.68, 0.65, 0.62, 0.46, 0.5, 0.43, 0.45], 2,
+                              0.035) == (8, 6)
+
+
 # --- correct variants: written differently, must get full marks ---------------------------------
 
 def poly_numpy(x, degree):
@@ -141,6 +167,65 @@ def wd_add_group(net, lr, wd):
     return opt
 
 
+def es_since_best(val_losses, patience, min_delta=0.0):
+    """Epochs since the last improvement, counted from its index."""
+    best_epoch = 0
+    for t in range(1, len(val_losses)):
+        if val_losses[t] < val_losses[best_epoch] - min_delta:
+            best_epoch = t
+        elif t - best_epoch >= patience:
+            return t, best_epoch
+    return len(val_losses) - 1, best_epoch
+
+
+class KerasLikeEarlyStopping:
+    """A callback as Keras writes it: best starts at +inf, on_epoch_end says when to stop."""
+
+    def __init__(self, patience, min_delta):
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.best_epoch, self.wait = math.inf, None, 0
+
+    def on_epoch_end(self, epoch, loss):
+        if loss - self.best < -self.min_delta or self.best_epoch is None:
+            self.best, self.best_epoch, self.wait = loss, epoch, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+
+def es_callback(val_losses, patience, min_delta=0.0):
+    cb = KerasLikeEarlyStopping(patience, min_delta)
+    for epoch, loss in enumerate(val_losses):
+        if cb.on_epoch_end(epoch, loss):
+            return epoch, cb.best_epoch
+    return len(val_losses) - 1, cb.best_epoch
+
+
+def es_flags(val_losses, patience, min_delta=0.0):
+    """First mark the improving epochs, then look for a run of `patience` others."""
+    improved, best = [True], val_losses[0]
+    for loss in val_losses[1:]:
+        improved.append(bool(loss < best - min_delta))
+        if improved[-1]:
+            best = loss
+    n = len(improved)
+    stop = next((t for t in range(patience, n) if not any(improved[t - patience + 1:t + 1])),
+                n - 1)
+    best_epoch = max(e for e in range(stop + 1) if improved[e])
+    return int(stop), best_epoch
+
+
+def es_numpy(val_losses, patience, min_delta=0.0):
+    v = np.asarray(val_losses, dtype=np.float64)
+    best_epoch, best = 0, v[0]
+    for t in range(1, len(v)):
+        if v[t] < best - min_delta:
+            best_epoch, best = t, v[t]
+        if t - best_epoch == patience:
+            return t, best_epoch
+    return len(v) - 1, best_epoch
+
+
 CORRECT = [
     ("polynomial_features", ref.polynomial_features),
     ("polynomial_features", poly_numpy),
@@ -161,6 +246,11 @@ CORRECT = [
     ("weight_decay_sgd", wd_named_modules),
     ("weight_decay_sgd", wd_modules_ids),
     ("weight_decay_sgd", wd_add_group),
+    ("early_stopping", ref.early_stopping),
+    ("early_stopping", es_since_best),
+    ("early_stopping", es_callback),
+    ("early_stopping", es_flags),
+    ("early_stopping", es_numpy),
 ]
 
 
@@ -309,6 +399,113 @@ def wd_adam(net, lr, wd):
     return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=wd)
 
 
+def es_late(val_losses, patience, min_delta=0.0):
+    best, best_epoch, wait = val_losses[0], 0, 0
+    for t in range(1, len(val_losses)):
+        if val_losses[t] < best - min_delta:
+            best, best_epoch, wait = val_losses[t], t, 0
+        else:
+            if wait >= patience:  # checked before counting this epoch
+                return t, best_epoch
+            wait += 1
+    return len(val_losses) - 1, best_epoch
+
+
+def es_early(val_losses, patience, min_delta=0.0):
+    best, best_epoch = val_losses[0], 0
+    for t in range(1, len(val_losses)):
+        if val_losses[t] < best - min_delta:
+            best, best_epoch = val_losses[t], t
+        elif t - best_epoch + 1 >= patience:  # counts the best epoch as one of the wait
+            return t, best_epoch
+    return len(val_losses) - 1, best_epoch
+
+
+def es_no_min_delta(val_losses, patience, min_delta=0.0):
+    return ref.early_stopping(val_losses, patience)
+
+
+def es_best_always(val_losses, patience, min_delta=0.0):
+    best, best_epoch, wait = val_losses[0], 0, 0
+    for t in range(1, len(val_losses)):
+        if val_losses[t] < best - min_delta:
+            best_epoch, wait = t, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return t, best_epoch
+        best = min(best, val_losses[t])
+    return len(val_losses) - 1, best_epoch
+
+
+def es_best_as_stop(val_losses, patience, min_delta=0.0):
+    stop, best = ref.early_stopping(val_losses, patience, min_delta)
+    return best, best
+
+
+def es_previous(val_losses, patience, min_delta=0.0):
+    best_epoch, wait = 0, 0
+    for t in range(1, len(val_losses)):
+        if val_losses[t] < val_losses[t - 1] - min_delta:
+            best_epoch, wait = t, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return t, best_epoch
+    return len(val_losses) - 1, best_epoch
+
+
+def es_less_equal(val_losses, patience, min_delta=0.0):
+    best, best_epoch, wait = val_losses[0], 0, 0
+    for t in range(1, len(val_losses)):
+        if val_losses[t] <= best - min_delta:
+            best, best_epoch, wait = val_losses[t], t, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return t, best_epoch
+    return len(val_losses) - 1, best_epoch
+
+
+def es_plus_delta(val_losses, patience, min_delta=0.0):
+    best, best_epoch, wait = val_losses[0], 0, 0
+    for t in range(1, len(val_losses)):
+        if val_losses[t] < best + min_delta:
+            best, best_epoch, wait = val_losses[t], t, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                return t, best_epoch
+    return len(val_losses) - 1, best_epoch
+
+
+def es_no_reset(val_losses, patience, min_delta=0.0):
+    best, best_epoch, wait = val_losses[0], 0, 0
+    for t in range(1, len(val_losses)):
+        if val_losses[t] < best - min_delta:
+            best, best_epoch = val_losses[t], t
+        else:
+            wait += 1
+            if wait >= patience:
+                return t, best_epoch
+    return len(val_losses) - 1, best_epoch
+
+
+def es_argmin(val_losses, patience, min_delta=0.0):
+    stop, _ = ref.early_stopping(val_losses, patience, min_delta)
+    return stop, int(np.argmin(val_losses))
+
+
+def es_len(val_losses, patience, min_delta=0.0):
+    stop, best = ref.early_stopping(val_losses, patience, min_delta)
+    return (len(val_losses) if stop == len(val_losses) - 1 else stop), best
+
+
+def es_floats(val_losses, patience, min_delta=0.0):
+    stop, best = ref.early_stopping(val_losses, patience, min_delta)
+    return float(stop), float(best)
+
+
 BUGGY = [
     ("polynomial_features", poly_no_factorial, "i!"),
     ("polynomial_features", poly_from_one, "x**0"),
@@ -346,6 +543,18 @@ BUGGY = [
     ("weight_decay_sgd", wd_fixed_lr, "learning rate"),
     ("weight_decay_sgd", wd_momentum, "momentum"),
     ("weight_decay_sgd", wd_adam, "torch.optim.SGD"),
+    ("early_stopping", es_late, "one epoch late"),
+    ("early_stopping", es_early, "one epoch early"),
+    ("early_stopping", es_no_min_delta, "min_delta ignored"),
+    ("early_stopping", es_best_always, "`best` updated on an epoch that did not improve"),
+    ("early_stopping", es_best_as_stop, "best epoch returned as the stop epoch"),
+    ("early_stopping", es_previous, "previous epoch"),
+    ("early_stopping", es_less_equal, "strictly below"),
+    ("early_stopping", es_plus_delta, "best + min_delta"),
+    ("early_stopping", es_no_reset, "not reset"),
+    ("early_stopping", es_argmin, "lowest loss of all epochs"),
+    ("early_stopping", es_len, "len(val_losses) - 1"),
+    ("early_stopping", es_floats, "two ints"),
 ]
 
 

@@ -128,6 +128,10 @@ def _half_log(sigma):
     return 0.5 * math.log(2 * math.pi * float(sigma) ** 2)
 
 
+def _fit_no_intercept(X, y):
+    return torch.linalg.lstsq(X.double(), y.double().reshape(-1, 1)).solution.to(X.dtype)
+
+
 def _lam_max(M):
     return torch.linalg.eigvalsh(M).max().item()
 
@@ -187,14 +191,12 @@ LIKELY = {
             lambda yh, y, sigma: (_half_log(sigma)
                                   + (y - yh) ** 2 / (2 * float(sigma) ** 2)).mean(),
     },
-    "fit_normal_equation_w": {
+    "fit_normal_equation": {  # cause -> (w, b) that mistake returns; None: either
+        "w fitted without an intercept and b taken as mean(y): add a column of ones to X "
+        "(b is part of the solution)": lambda X, y: (_fit_no_intercept(X, y),
+                                                     y.double().mean().reshape(1).to(X.dtype)),
         "no intercept: add a column of ones to X (b is part of the solution)":
-            lambda X, y: torch.linalg.lstsq(X.double(), y.double().reshape(-1, 1)
-                                            ).solution.to(X.dtype),
-    },
-    "fit_normal_equation_b": {
-        "b taken as mean(y) while w was fitted without an intercept":
-            lambda X, y: y.double().mean().reshape(1).to(X.dtype),
+            lambda X, y: (_fit_no_intercept(X, y), None),
     },
     "max_stable_lr": {
         "the intercept column of ones is missing from X":

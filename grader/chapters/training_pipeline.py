@@ -101,6 +101,8 @@ def train_with_validation(model, train_loader, valid_loader, criterion, optimize
     """The reference; `bug` names a buggy variant the check recognises."""
     history = []
     for _ in range(num_epochs):
+        if bug == "valid_first":
+            valid = _validation_pass(model, valid_loader, criterion, device)
         model.train()
         total, count, batches = 0.0, 0, 0
         for X, y in train_loader:
@@ -114,6 +116,9 @@ def train_with_validation(model, train_loader, valid_loader, criterion, optimize
             batches += 1
         train_loss = (loss.item() if bug == "last_batch" else total if bug == "summed"
                       else total / (batches if bug == "per_batch" else count))
+        if bug == "valid_first":
+            history.append({"train_loss": float(train_loss), **valid})
+            continue
         model.eval()
         total, correct, count, batches = 0.0, 0.0, 0, 0
         with torch.no_grad():
@@ -136,6 +141,19 @@ def train_with_validation(model, train_loader, valid_loader, criterion, optimize
                                                            else count))})
     model.train()
     return history
+
+
+def _validation_pass(model, loader, criterion, device):
+    model.eval()
+    total, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for X, y in loader:
+            X, y = X.to(device), y.to(device)
+            y_hat = model(X)
+            total += criterion(y_hat, y).item() * X.shape[0]
+            correct += (y_hat.argmax(dim=1) == y).sum().item()
+            count += X.shape[0]
+    return {"valid_loss": total / count, "valid_acc": correct / count}
 
 
 # --- reference runs for the checks (plain data in, plain data out) -------------------------------
@@ -224,6 +242,9 @@ LIKELY = {
             functools.partial(_validation_run, bug="summed"),
         "an optimizer step in the validation pass: only training batches update the model":
             functools.partial(_validation_run, bug="step_in_valid"),
+        "the validation pass ran before the epoch's training: validate after training, so that "
+        "the numbers describe the model the epoch produced":
+            functools.partial(_validation_run, bug="valid_first"),
     },
 }
 
@@ -306,9 +327,9 @@ def hidden_train_with_validation(t, train_with_validation_):
         spec = _spec(sizes)
         X_train, y_train = classification(n_train, sizes[0], sizes[-1], seed)
         X_valid, y_valid = classification(n_valid, sizes[0], sizes[-1], seed + 1)
-        with t.case(f"{epochs} epoch{'s' if epochs > 1 else ''}, model {sizes}, {n_train} "
-                    f"training examples in batches of {train_bs}, {n_valid} validation examples "
-                    f"in batches of {valid_bs}, momentum {momentum}"):
+        with t.case(f"{epochs} epoch{'s' if epochs > 1 else ''}, model {sizes}, train "
+                    f"{n_train}/{train_bs}, valid {n_valid}/{valid_bs} (examples/batch size), "
+                    f"momentum {momentum}"):
             validation_case(t, train_with_validation_, spec, init_state(spec, seed),
                             (X_train, y_train, X_valid, y_valid), (train_bs, valid_bs), epochs,
                             lr=lr, momentum=momentum)

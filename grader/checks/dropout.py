@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from grader.cases import Z, expect_stat, gen, randn, tol
+from grader.cases import FALSE_ALARM, Z, expect_stat, gen, randn, tol
 from grader.feedback import Mismatch, expect_close, expect_tensor, fmt_number, type_name
 from grader.registry import Chapter
 from grader.remote import Handle, is_instance
@@ -113,10 +113,43 @@ def _pairs_zeroed(a, b, both, what, cause):
     expect_stat(rate, both, math.sqrt(both * (1 - both) / N), what, cause)
 
 
-def _independence(zero, both, what):
+def _as_matrix(zero):
+    """The mask as a matrix: rows are the examples (X's first axis)."""
     if zero.dim() < 2:
         zero = zero.reshape(-1, 1) if zero.numel() % 2 else zero.reshape(2, -1).T
-    M = zero.reshape(zero.shape[0], -1)
+    return zero.reshape(zero.shape[0], -1)
+
+
+def _log_prob_uniform_lines(n_lines, length, p):
+    """log P(each of n_lines independent lines of `length` elements is all zeroed or all
+    kept), for elements zeroed independently with probability p."""
+    if p <= 0 or p >= 1:
+        return 0.0
+    hi, lo = max(p, 1 - p), min(p, 1 - p)
+    return n_lines * length * math.log(hi) + n_lines * math.log1p((lo / hi) ** length)
+
+
+def _structure(zero, p, what):
+    """Exact patterns of a mask that is not drawn per element (each one impossible for a
+    correct answer except with probability below FALSE_ALARM)."""
+    M = _as_matrix(zero)
+    R, C = M.shape
+    if not 0 < int(M.sum()) < M.numel():
+        return
+    limit = math.log(FALSE_ALARM)
+    if R >= 2 and _log_prob_uniform_lines(C, R, p) < limit and bool((M == M[0]).all()):
+        raise Mismatch(f"{what}: every row (example) has exactly the same elements zeroed\n"
+                       "  likely cause: one mask shared by all rows (the examples): draw the "
+                       "mask with X's full shape, torch.rand(X.shape), so that every element "
+                       "gets its own number")
+    if C >= 2 and _log_prob_uniform_lines(R, C, p) < limit and bool((M.all(1) | (~M).all(1)).all()):
+        raise Mismatch(f"{what}: every row (example) is either zeroed whole or kept whole\n"
+                       "  likely cause: whole rows (or columns) are dropped together: every "
+                       "element needs its own random number, torch.rand(X.shape)")
+
+
+def _independence(zero, both, what):
+    M = _as_matrix(zero)
     R, C = M.shape
     if R >= 2:
         r = R // 2 * 2
@@ -141,6 +174,7 @@ def dropout_case(t, fn, shape, p, dtype, seed):
     what = f"dropout_layer(X {tuple(shape)} {str(dtype)[6:]}, dropout={p}, generator=g)"
     out = _drop(t, fn, X, p, what, gen(seed))
     zero = _scale(out, X, scale, likely_scales, what)
+    _structure(zero, zeroed, what)
     _fraction(zero, zeroed, likely_zeroed, what)
     _independence(zero, both, what)
 

@@ -18,6 +18,7 @@ from grader.cases import expect_stat, gen, randn
 from grader.feedback import Mismatch, expect_pair, expect_tensor, fmt_value
 from grader.registry import Chapter
 from grader.remote import Handle, is_instance
+from grader.runner import known_cause
 
 CHAPTER = Chapter("03_mlp", "Multilayer perceptrons")
 
@@ -43,6 +44,15 @@ def bounded_tol(dtype):
     """Results in [-1, 1] (or [0, 1]): a few units in the last place."""
     eps = torch.finfo(dtype).eps
     return {"atol": 4 * eps, "rtol": 1e-5 if dtype != torch.float64 else 1e-12}
+
+
+def _with_cause(failure: Mismatch, cause: str) -> Mismatch:
+    """The student's error with this exercise's cause in place of the generic one."""
+    text = str(failure)
+    generic = known_cause(text)
+    if generic and text.endswith(generic):
+        text = text[:-len(generic)]
+    return Mismatch(f"{text}\n  likely cause: {cause}")
 
 
 def _type_of(x) -> str:
@@ -209,9 +219,9 @@ def forward_case(t, forward, X, params, tol):
         got = t.call(forward, X, params, what=what)
     except Mismatch as failure:
         if "mat1 and mat2" in str(failure) and X.dim() > 2:
-            raise Mismatch(f"{failure}\n  likely cause: X is not reshaped: images of shape "
-                           f"{tuple(X.shape)} must become (-1, num_inputs) = (-1, "
-                           f"{params[0].shape[0]}) before X @ W1") from None
+            raise _with_cause(failure, f"X is not reshaped: images of shape {tuple(X.shape)} "
+                              f"must become (-1, num_inputs) = (-1, {params[0].shape[0]}) "
+                              "before X @ W1") from None
         raise
     if isinstance(got, torch.Tensor) and params[0].requires_grad and not got.requires_grad:
         raise Mismatch(f"{what}: the result does not depend on the parameters through autograd, "
@@ -255,9 +265,9 @@ def collapse_case(t, collapse, d, h, q, seed, dtype):
         out = t.call(collapse, W1, b1, W2, b2, what=what)
     except Mismatch as failure:
         if "must match the size of tensor" in str(failure):
-            raise Mismatch(f"{failure}\n  likely cause: b1 + b2 adds vectors of different "
-                           "lengths; the first bias passes through the second layer: "
-                           "b = b1 @ W2 + b2") from None
+            raise _with_cause(failure, "b1 + b2 adds vectors of different lengths; the first "
+                              "bias passes through the second layer: b = b1 @ W2 + b2") \
+                from None
         raise
     W, b = expect_pair(out, what, "W", "b")
     tol = dict(atol=1e-4 * h, rtol=1e-4) if dtype == torch.float32 else \

@@ -382,9 +382,12 @@ KEYS = ("train_loss", "valid_loss", "valid_acc")
 
 def _history(got, num_epochs: int, what: str) -> list[dict]:
     if not isinstance(got, list | tuple):
+        cause = ("the function has no `return` statement" if got is None else
+                 "only the last epoch's dict: collect one dict per epoch in a list (append "
+                 "after each validation pass) and return the list" if type(got) is dict else
+                 None)
         raise Mismatch(f"{what} should return a list with one dict per epoch, but returned "
-                       f"{kind_of(got)}" + ("\n  likely cause: the function has no `return` "
-                                            "statement" if got is None else ""))
+                       f"{kind_of(got)}" + (f"\n  likely cause: {cause}" if cause else ""))
     if len(got) != num_epochs:
         raise Mismatch(f"{what} returned a list of {len(got)} items, expected one dict per "
                        f"epoch ({num_epochs})\n  likely cause: append one dict after each "
@@ -401,10 +404,14 @@ def _history(got, num_epochs: int, what: str) -> list[dict]:
         for k in KEYS:
             v = entry[k]
             if isinstance(v, bool) or not isinstance(v, float):
-                cause = ("floats in the dicts: convert with .item() (a tensor also keeps its "
-                         "device and, for a loss, its whole computation graph)"
-                         if isinstance(v, torch.Tensor) else
-                         "floats in the dicts: divide by the number of examples (a float)")
+                if isinstance(v, torch.Tensor) or isinstance(v, Handle):
+                    cause = ("floats in the dicts: convert with .item() (a tensor also keeps "
+                             "its device and, for a loss, its whole computation graph)")
+                elif k == "valid_acc" and isinstance(v, int):
+                    cause = ("valid_acc is the number of correct predictions, not the fraction: "
+                             "divide by the number of examples")
+                else:
+                    cause = "floats in the dicts: convert with float()"
                 raise Mismatch(f"{what}: {k!r} of epoch {e} is {kind_of(v)}, expected a Python "
                                f"float\n  likely cause: {cause}")
     return list(got)
@@ -413,7 +420,9 @@ def _history(got, num_epochs: int, what: str) -> list[dict]:
 def _judge_passes(records: list[dict], n_train: int, n_valid: int, num_epochs: int, what: str):
     """Training forward passes in training mode with autograd, validation ones in evaluation
     mode without; no parameter changes during (or right after) a validation pass."""
-    train = [r for r in records if r["phase"] == "train"]
+    # an extra evaluation pass over the training data (eval mode, no autograd) is allowed
+    train = [r for r in records if r["phase"] == "train"
+             and (r["training"] or r["grad_enabled"])]
     valid = [r for r in records if r["phase"] == "valid"]
     if len(train) != n_train * num_epochs:
         raise Mismatch(f"{what} ran the model {len(train)} times on training batches, expected "
