@@ -870,6 +870,10 @@ def build_parser(prog: str = "python -m grader grade") -> argparse.ArgumentParse
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--csv", metavar="FILE", help="also write the scores to a CSV file")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--gradebook", metavar="COURSE_DIR",
+                   help="also record the scores in that nbgrader course's gradebook.db")
+    p.add_argument("--feedback", metavar="DIR",
+                   help="also write a feedback page per submission to DIR/<student>/<chapter>.html")
     return p
 
 
@@ -918,6 +922,14 @@ def main(argv: Sequence[str] | None = None, worker_cmd: Sequence[str] | None = N
         return EXIT_INTERRUPTED
     if args.csv:
         write_csv(args.csv, summary.results)
+    if args.gradebook or args.feedback:
+        from grader.gradebook import export_to_gradebook, write_feedback
+
+        if args.feedback:
+            write_feedback(Path(args.feedback), summary.results)
+        for problem in export_to_gradebook(Path(args.gradebook), summary.results) \
+                if args.gradebook else []:
+            print(f"gradebook: {problem}", file=sys.stderr)
     if args.json:
         write_json(summary)
     else:

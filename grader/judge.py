@@ -286,6 +286,7 @@ class Session:
         self.kernel = None
         self.client = None
         self.output_bytes = 0
+        self.needs_restart = False
 
     def start(self):
         from grader.sandbox import GradingKernel, Limits
@@ -293,14 +294,18 @@ class Session:
         env = {"GRADER_FAST": "1" if self.options.fast else "0", "MPLBACKEND": "Agg",
                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
                "MKL_NUM_THREADS": os.environ.get("MKL_NUM_THREADS", "1")}
+        # The kernel's Python skips site processing, so an editable install of this repository
+        # (a .pth file) cannot bring the instructor's modules back; site-packages is on the path.
         self.kernel = GradingKernel(self.workdir, sandbox=self.options.sandbox,
                                     limits=Limits(memory_bytes=self.options.memory_bytes),
-                                    python_path=[public_package()], env=env)
+                                    python_path=[public_package(), *map(Path, site_packages())],
+                                    env=env, no_site=True)
         self.client = self.kernel.start()
         return self.client
 
     def restart(self):
         self.client = self.kernel.restart()
+        self.needs_restart = False
         return self.client
 
     def close(self):
@@ -367,26 +372,25 @@ class _Observed(remote_mod.Remote):
 
 
 def _judge(session: Session, chapter: Chapter, exercise: Exercise, salt: int,
-           deadline: float, options: Options) -> tuple[Verdict, dict]:
+           deadline: float, options: Options) -> tuple[Verdict, dict, int]:
+    """Run an exercise's hidden check here, observing the student's code in the kernel."""
     budget = max(1.0, min(options.exercise_timeout, deadline - time.monotonic()))
-    started = time.monotonic()
-
-    def transport(data: bytes) -> bytes:
-        left = budget - (time.monotonic() - started)
-        if left <= 0:
-            raise remote_mod.RemoteFailure(f"checking took longer than {budget:g} s")
-        return remote_mod.kernel_transport(session.client, timeout=left)(data)
-
-    remote = _Observed(transport)
+    path = str(session.workdir / f".observe-{secrets.token_hex(4)}.sock")
+    link = remote_mod.SocketSession(session.client, path, timeout=budget)
+    remote = _Observed(link)
     try:
-        answer = remote.global_(exercise.name)
-    except KeyError:
-        return Verdict(exercise.name, 0.0, exercise.points,
-                       f"{exercise.name}: not defined. Run (and fix) the cell that defines it."), \
-            remote.forbidden, remote.requests
-    verdict = run_check(exercise, answer, hidden=True, remote_=remote,
-                        refs=LiveRefs(chapter.references), salt=salt)
-    return verdict, remote.forbidden, remote.requests
+        try:
+            answer = remote.global_(exercise.name)
+        except KeyError:
+            return Verdict(exercise.name, 0.0, exercise.points,
+                           f"{exercise.name}: not defined. Run (and fix) the cell that defines "
+                           "it."), remote.forbidden, remote.requests
+        verdict = run_check(exercise, answer, hidden=True, remote_=remote,
+                            refs=LiveRefs(chapter.references), salt=salt)
+        return verdict, remote.forbidden, remote.requests
+    finally:
+        if not link.close():
+            session.needs_restart = True
 
 
 def grade_notebook_node(nb, chapter_id: str, options: Options | None = None,
@@ -434,15 +438,14 @@ def grade_notebook_node(nb, chapter_id: str, options: Options | None = None,
                 except remote_mod.RemoteFailure as exc:
                     verdicts[name] = Verdict(name, 0.0, ex.points,
                                              f"{name}: could not be graded: {exc}.")
-                    if not session.kernel.alive() or "took longer" in str(exc) or \
-                            "no answer" in str(exc):
-                        if restarts >= options.max_restarts:
-                            raise KernelGone("the kernel had to be restarted too often") \
-                                from None
-                        restarts += 1
-                        notes.append(f"the kernel was restarted after checking {name} ({exc})")
-                        session.restart()
-                        replay()
+                    session.needs_restart = True
+                if session.needs_restart:
+                    if restarts >= options.max_restarts:
+                        raise KernelGone("the kernel had to be restarted too often")
+                    restarts += 1
+                    notes.append(f"the kernel was restarted after checking {name}")
+                    session.restart()
+                    replay()
 
         def replay():
             for j in completed:

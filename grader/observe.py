@@ -389,3 +389,59 @@ def build_mode_watcher(module):
 def seed_global(seed: int) -> None:
     """Seed the kernel's global random generator (to test that `generator=` is what counts)."""
     torch.manual_seed(seed)
+
+
+def serve_loop(path: str, max_request: int = 1 << 30) -> None:
+    """Answer requests over a Unix socket at `path` until an empty request arrives.
+
+    The grader starts this in the kernel for the time of one exercise's check: one execute
+    request, then as many observations as the check needs, each a length-prefixed message,
+    without the notebook machinery of a cell per request.
+    """
+    import socket
+    import struct
+
+    from IPython import get_ipython
+
+    global _KERNEL_OBSERVER
+    if _KERNEL_OBSERVER is None:
+        ip = get_ipython()
+        _KERNEL_OBSERVER = Observer(ip.user_ns if ip is not None else {})
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    server.bind(path)
+    server.listen(1)
+    server.settimeout(60)
+    try:
+        conn, _ = server.accept()
+    finally:
+        server.close()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    conn.settimeout(None)
+
+    def read(n: int) -> bytes:
+        chunks, left = [], n
+        while left:
+            chunk = conn.recv(min(left, 1 << 20))
+            if not chunk:
+                raise ConnectionError("closed")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    with conn:
+        while True:
+            try:
+                (n,) = struct.unpack("<Q", read(8))
+            except (ConnectionError, OSError):
+                return
+            if n == 0 or n > max_request:
+                return
+            answer = _KERNEL_OBSERVER.handle(read(n))
+            conn.sendall(struct.pack("<Q", len(answer)) + answer)

@@ -167,7 +167,7 @@ def kernel_transport(client, timeout: float = 60.0, output_cap: int = 256 * 2**2
     def send(data: bytes) -> bytes:
         code = ("__import__('grader.observe', fromlist=['serve']).serve("
                 f"{base64.b64encode(data).decode()!r})")
-        msg_id = client.execute(code, silent=False, store_history=False, allow_stdin=False)
+        msg_id = client.execute(code, silent=True, store_history=False, allow_stdin=False)
         answer, error = None, None
         import time
 
@@ -373,3 +373,106 @@ def write_back(local, new) -> None:
         g = new.grad if new.is_leaf else None
         local.grad = g if (g is not None and g.shape == local.shape and g.dtype == local.dtype
                            and local.requires_grad) else None
+
+
+class SocketSession:
+    """Observations over a Unix socket served by the kernel (`grader.observe.serve_loop`).
+
+    One execute request starts the loop; each request is then a length-prefixed message. Ending
+    the session sends an empty request and waits until the kernel is idle again.
+    """
+
+    def __init__(self, client, path: str, timeout: float, max_answer: int = 256 * 2**20):
+        import socket
+        import time
+
+        self.client, self.path, self.max_answer = client, path, max_answer
+        self.deadline = time.monotonic() + timeout
+        code = ("__import__('grader.observe', fromlist=['serve_loop']).serve_loop("
+                f"{path!r})")
+        self.msg_id = client.execute(code, silent=True, store_history=False, allow_stdin=False)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        while True:
+            try:
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > min(self.deadline, time.monotonic() + 30) or \
+                        not client.is_alive():
+                    self.sock.close()
+                    raise RemoteFailure("the kernel did not start answering") from None
+                if self._finished():
+                    self.sock.close()
+                    raise RemoteFailure("the kernel did not start answering (its observer "
+                                        "was replaced or failed)") from None
+                time.sleep(0.01)
+
+    def _finished(self) -> bool:
+        """True once the kernel went idle for our execute request (without waiting)."""
+        import queue
+
+        while True:
+            try:
+                msg = self.client.get_iopub_msg(timeout=0)
+            except queue.Empty:
+                return False
+            if (msg.get("parent_header", {}).get("msg_id") == self.msg_id
+                    and msg["msg_type"] == "status"
+                    and msg["content"].get("execution_state") == "idle"):
+                return True
+
+    def _read(self, n: int) -> bytes:
+        import time
+
+        chunks, left = [], n
+        while left:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise RemoteFailure("checking took longer than its time limit")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(min(left, 1 << 20))
+            except TimeoutError:
+                raise RemoteFailure("checking took longer than its time limit") from None
+            except OSError as exc:
+                raise RemoteFailure(f"the kernel stopped answering ({exc})") from None
+            if not chunk:
+                raise RemoteFailure("the kernel stopped answering (it may have died)")
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+
+    def __call__(self, data: bytes) -> bytes:
+        import struct
+
+        try:
+            self.sock.sendall(struct.pack("<Q", len(data)) + data)
+        except OSError as exc:
+            raise RemoteFailure(f"the kernel stopped answering ({exc})") from None
+        (n,) = struct.unpack("<Q", self._read(8))
+        if n > self.max_answer:
+            raise RemoteFailure("the kernel's answer is too large")
+        return self._read(n)
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """End the loop; True when the kernel is idle again."""
+        import queue
+        import struct
+        import time
+
+        try:
+            self.sock.sendall(struct.pack("<Q", 0))
+        except OSError:
+            pass
+        self.sock.close()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                msg = self.client.get_iopub_msg(timeout=max(0.01, end - time.monotonic()))
+            except queue.Empty:
+                break
+            if (msg.get("parent_header", {}).get("msg_id") == self.msg_id
+                    and msg["msg_type"] == "status"
+                    and msg["content"].get("execution_state") == "idle"):
+                return True
+        return False

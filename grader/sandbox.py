@@ -320,7 +320,7 @@ def _kernel_pid(root: int) -> int | None:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if argv[1:3] == [b"-m", b"ipykernel_launcher"]:  # not bwrap, whose argv contains it too
+        if b"ipykernel_launcher" in argv[1:4] and argv[argv.index(b"ipykernel_launcher") - 1] == b"-m":
             return pid
     return None
 
@@ -481,8 +481,12 @@ class GradingKernel:
     def __init__(self, workdir: Path, *, sandbox: bool = True, limits: Limits | None = None,
                  python_path: Iterable[Path] = (), readonly: Iterable[Path] = (),
                  env: Mapping[str, str] | None = None, hide: Iterable[Path] = (),
-                 python: str | os.PathLike | None = None):
+                 python: str | os.PathLike | None = None, no_site: bool = False):
         self.workdir = Path(workdir).resolve()
+        # no_site: the kernel's Python skips site (.pth files, e.g. an editable install of the
+        # grader that would expose the instructor's modules); python_path must then name the
+        # site-packages directories too.
+        self.no_site = no_site
         if not self.workdir.is_dir():
             raise NotADirectoryError(f"workdir {self.workdir} is not a directory")
         self.sandbox = sandbox
@@ -799,7 +803,8 @@ class GradingKernel:
         if drop:
             spec.update(uid=uid, gid=gid)
 
-        kernel = [self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+        kernel = [self.python, *(["-S"] if self.no_site else []), "-m", "ipykernel_launcher",
+                  "-f", "{connection_file}",
                   "--HistoryManager.hist_file=:memory:"]
         launcher = [self.python, "-I", "-S", "-c", _LAUNCHER, json.dumps(spec)]
         argv = launcher + kernel

@@ -306,3 +306,14 @@ def test_attack_through_nbgrader_autograde(tmp_path, monkeypatch):
         assert grade.score == 0
         ok = gb.find_grade("test_squared_loss", f"{CH1}", CH1, "mallory")
         assert ok.score == ok.max_score
+
+
+@pytest.mark.slow
+def test_references_cannot_be_imported_even_without_the_sandbox():
+    """--no-sandbox: the kernel's Python skips site, so the editable install cannot lend it the
+    instructor's modules (and the source check names an explicit import)."""
+    for name in ("import the reference", "import the reference by a computed name"):
+        nb = submission(CH1, [ATTACKS[name], WRONG_LINREG, RIGHT_SQUARED],
+                        ["linreg", "squared_loss"])
+        ex, _ = grade(nb, sandbox=False)
+        assert ex["linreg"]["score"] == 0 and ex["squared_loss"]["passed"], name

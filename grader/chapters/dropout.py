@@ -31,7 +31,6 @@ from grader.checks.dropout import (  # the public half registers the exercises
 from grader.feedback import Mismatch
 from grader.observe import build_loss, build_sequential
 
-
 # --- references ---------------------------------------------------------------------------
 
 

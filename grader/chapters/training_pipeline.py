@@ -23,17 +23,15 @@ from grader.cases import seed_of
 from grader.checks.training_pipeline import (
     CHAPTER,
     OLD_GRADIENTS,
-    _dataset_case,
-    _model_case,
     accuracy_case,
     classification,
+    dataset_case,
     init_state,
+    model_case,
     train_case,
     validation_case,
 )
 from grader.observe import build_sequential, build_tensor_loader
-
-__all__ = ["CHAPTER"]
 
 # --- references ---------------------------------------------------------------------------
 
@@ -277,7 +275,7 @@ def hidden_ArrayDataset(t, ArrayDataset_):
     ]
     for title, X, Y in cases:
         with t.case(title):
-            _dataset_case(t, ArrayDataset_, X, Y,
+            dataset_case(t, ArrayDataset_, X, Y,
                           f"ArrayDataset(X {tuple(np.shape(X))}, Y {tuple(np.shape(Y))})")
 
 
@@ -285,7 +283,7 @@ def hidden_ArrayDataset(t, ArrayDataset_):
 def hidden_build_model(t, build_model_):
     for sizes in ([784, 256, 128, 10], [5, 2], [6, 6, 6, 6], [10, 40, 30, 20, 1], [3, 9, 2]):
         with t.case(f"build_model({sizes})"):
-            _model_case(t, build_model_, sizes)
+            model_case(t, build_model_, sizes)
 
 
 @CHAPTER.hidden("train_one_epoch")

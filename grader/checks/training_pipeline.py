@@ -124,7 +124,7 @@ def _item_indices(n: int) -> list[int]:
     return sorted({0, n // 2, n - 1})
 
 
-def _dataset_case(t, cls, X, Y, what):
+def dataset_case(t, cls, X, Y, what):
     n = len(X)
     indices = _item_indices(n)
     expected = t.ref("_dataset_items", X, Y, indices)
@@ -191,7 +191,7 @@ def visible_ArrayDataset(t, ArrayDataset_):
     with t.case("worked example: 6 images (1, 3, 3) in float64, labels int32"):
         X = torch.linspace(0, 1, 54, dtype=torch.float64).reshape(6, 1, 3, 3)
         Y = torch.tensor([0, 1, 2, 1, 0, 2], dtype=torch.int32)
-        _dataset_case(t, ArrayDataset_, X, Y, "ArrayDataset(X (6, 1, 3, 3), Y (6,))")
+        dataset_case(t, ArrayDataset_, X, Y, "ArrayDataset(X (6, 1, 3, 3), Y (6,))")
 
 
 # --- build_model ------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ def _layers_of(t, model, what) -> list[tuple]:
     return t.call(read, what=f"the layers of {what}")
 
 
-def _model_case(t, fn, sizes):
+def model_case(t, fn, sizes):
     what = f"build_model({sizes})"
     expected = [tuple(e) for e in t.ref("_layer_list", list(sizes))]
     model = t.call(fn, list(sizes), what=what)
@@ -254,7 +254,7 @@ def _model_case(t, fn, sizes):
 @CHAPTER.visible("build_model", points=2)
 def visible_build_model(t, build_model_):
     with t.case("worked example: build_model([4, 8, 3])"):
-        _model_case(t, build_model_, [4, 8, 3])
+        model_case(t, build_model_, [4, 8, 3])
 
 
 # --- train_one_epoch --------------------------------------------------------------------------

@@ -241,8 +241,9 @@ def wd_case(t, fn, kind, params, lr, wd, grads, label, expected, likely):
                     "in its parameter group)"
         elif decayed:
             ratio = (got.double() / before.double()).median().item()
+            factor = (exp.double() / before.double()).median().item()
             cause = (f"the weights were multiplied by {fmt_number(ratio)} in a step with zero "
-                     f"gradient, expected {fmt_number(1 - lr * wd)}: the weight decay is "
+                     f"gradient, expected {fmt_number(factor)}: the weight decay is "
                      f"{fmt_number((1 - ratio) / lr)} instead of wd = {wd}")
         raise Mismatch(f"{what}: after opt.step() with every gradient zero, `{n}` is wrong\n"
                        f"  expected: {fmt_value(exp)}\n  received: {fmt_value(got)}"

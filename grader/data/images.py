@@ -127,7 +127,11 @@ def load_images(batch_size: int, resize: int | None = None, root=None, source: s
             if verbose:
                 print("Fashion-MNIST is not available (offline and not cached); using "
                       "scikit-learn's handwritten digits instead (1797 real 8x8 images "
-                      "upscaled to 28x28, 10 classes).")
+                      "upscaled to 28x28, 10 classes). To get Fashion-MNIST, run this cell "
+                      "once with internet access (it downloads about 30 MB into "
+                      f"{cache_dir(root) / 'fashion_mnist'}), or copy the four .gz files of "
+                      "https://github.com/zalandoresearch/fashion-mnist (data/fashion/) "
+                      "there, or set GRADER_DATA_DIR to a folder whose fashion_mnist/ has them.")
     if train_size is not None:
         train = (train[0][:train_size], train[1][:train_size])
     if resize:
