@@ -270,6 +270,7 @@ class Options:
     memory_bytes: int = 4 * 2**30
     output_cap: int = 1 << 20  # bytes of output kept per cell (the rest is counted, dropped)
     notebook_output_cap: int = 8 << 20
+    message_cap: int = 16 << 20  # one message from the kernel larger than this is refused
     max_restarts: int = 3
 
 
@@ -299,7 +300,9 @@ class Session:
         self.kernel = GradingKernel(self.workdir, sandbox=self.options.sandbox,
                                     limits=Limits(memory_bytes=self.options.memory_bytes),
                                     python_path=[public_package(), *map(Path, site_packages())],
-                                    env=env, no_site=True)
+                                    env=env, no_site=True,
+                                    # one 100 MB print never reaches the grader's memory
+                                    message_cap=self.options.message_cap)
         self.client = self.kernel.start()
         return self.client
 
@@ -312,14 +315,37 @@ class Session:
         if self.kernel is not None:
             self.kernel.kill()
 
+    def reconnect_iopub(self) -> None:
+        kc = self.client
+        channel = getattr(kc, "_iopub_channel", None)
+        if channel is not None:
+            channel.close()
+            kc._iopub_channel = None
+        kc.iopub_channel  # noqa: B018 - connects and subscribes a new socket
+        time.sleep(0.2)  # a new subscriber misses what is published before it has joined
+
     def run(self, code: str, timeout: float) -> dict:
-        """Run one cell; return {"error": "Name: value" or None, "timed_out": bool}."""
+        """Run one cell; return {"error": "Name: value" or None, "timed_out": bool}.
+
+        The cell is done when the kernel says idle on iopub, or when its execute reply has come
+        on the shell channel (iopub may have dropped an oversized message) and a moment passed.
+        """
         kc = self.client
         msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False)
         deadline = time.monotonic() + timeout
-        error, interrupted, cell_bytes = None, False, 0
+        error, interrupted, cell_bytes, replied = None, False, 0, None
         while True:
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            if replied is not None and now - replied > 1.0:
+                # the reply came but iopub fell silent: ZeroMQ dropped an oversized message
+                # and with it the connection; connect iopub again
+                self.reconnect_iopub()
+                self.output_bytes += self.options.message_cap
+                if self.output_bytes > self.options.notebook_output_cap:
+                    raise KernelGone("the notebook printed more output than allowed "
+                                     f"({self.options.notebook_output_cap // 2**20} MB)")
+                break
+            left = deadline - now
             if left <= 0:
                 if interrupted:
                     raise KernelGone(f"a cell ran longer than {timeout:g} s and did not stop "
@@ -328,8 +354,19 @@ class Session:
                 interrupted = True
                 deadline = time.monotonic() + 5
                 continue
+            if replied is None:
+                try:
+                    reply = kc.get_shell_msg(timeout=0)
+                    if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                        replied = time.monotonic()
+                        content = reply.get("content", {})
+                        if content.get("status") == "error" and error is None:
+                            error = (f"{content.get('ename')}: "
+                                     f"{remote_mod.scrub(str(content.get('evalue')))}")
+                except queue.Empty:
+                    pass
             try:
-                msg = kc.get_iopub_msg(timeout=min(left, 1.0))
+                msg = kc.get_iopub_msg(timeout=min(left, 0.2))
             except queue.Empty:
                 if not self.kernel.alive():
                     raise KernelGone("the kernel died") from None

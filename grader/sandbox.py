@@ -481,8 +481,11 @@ class GradingKernel:
     def __init__(self, workdir: Path, *, sandbox: bool = True, limits: Limits | None = None,
                  python_path: Iterable[Path] = (), readonly: Iterable[Path] = (),
                  env: Mapping[str, str] | None = None, hide: Iterable[Path] = (),
-                 python: str | os.PathLike | None = None, no_site: bool = False):
+                 python: str | os.PathLike | None = None, no_site: bool = False,
+                 message_cap: int | None = None):
         self.workdir = Path(workdir).resolve()
+        self.message_cap = message_cap  # bytes: a larger message from the kernel is dropped
+        self._context = None
         # no_site: the kernel's Python skips site (.pth files, e.g. an editable install of the
         # grader that would expose the instructor's modules); python_path must then name the
         # site-packages directories too.
@@ -530,8 +533,17 @@ class GradingKernel:
         began = time.monotonic()
         try:
             self._launch()
+            kwargs = {}
+            if self.message_cap:
+                import zmq
+
+                # ZeroMQ refuses a larger message before reading it into memory
+                self._context = zmq.Context()
+                self._context.setsockopt(zmq.MAXMSGSIZE, int(self.message_cap))
+                kwargs["context"] = self._context
             kc = BlockingKernelClient(**self._km.get_connection_info(session=True),
-                                      connection_file=self._km.connection_file, parent=self._km)
+                                      connection_file=self._km.connection_file, parent=self._km,
+                                      **kwargs)
             kc.start_channels()
             self._kc = kc
             kc.wait_for_ready(timeout=timeout)
@@ -600,6 +612,9 @@ class GradingKernel:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._context is not None:
+            self._context.destroy(linger=0)
+            self._context = None
         if self._base is not None:
             shutil.rmtree(self._base, ignore_errors=True)
             self._base = None

@@ -388,3 +388,47 @@ BUGGY = [
     ("evaluate_loss", eval_loss_d2l, "d2l"),
     ("evaluate_loss", eval_loss_full_batches, "last batch is smaller"),
 ]
+
+
+# --- the objects the checks make in the kernel ------------------------------------------------
+
+def test_with_generator_shares_one_generator_across_calls():
+    """A generator sent over the wire is a copy; the probe keeps one in the kernel."""
+    from grader.remote import local_remote
+
+    remote = local_remote({"answer": ref.dropout_layer})
+    fn = remote.global_("answer")
+    shared = remote.build("dropout.with_generator", fn, torch.Generator().manual_seed(3))
+    X = torch.ones(50, 40)
+    first, second = shared(X, 0.5), shared(X, 0.5)
+    assert not torch.equal(first, second)
+    g = torch.Generator().manual_seed(3)
+    torch.testing.assert_close(first, ref.dropout_layer(X, 0.5, g))
+    torch.testing.assert_close(second, ref.dropout_layer(X, 0.5, g))
+
+
+def test_recorder_sees_each_layers_input_and_output():
+    from grader.remote import local_remote
+
+    remote = local_remote({"net": ref.DropoutMLP(4, 2, 8, 6, 0.5, 0.5)})
+    net = remote.global_("net")
+    layers = {name: getattr(net, name) for name in ("lin1", "lin2", "lin3")}
+    rec = remote.build("dropout.recorder", layers)
+    X = torch.rand(5, 4)
+    out = net(X).detach()
+    seen = rec.method("last")
+    assert set(seen) == {"lin1", "lin2", "lin3"}
+    torch.testing.assert_close(seen["lin1"][0], X)
+    torch.testing.assert_close(seen["lin3"][1], out)
+    rec.method("remove")
+    rec.method("clear")
+    net(X)
+    assert rec.method("last") == {}
+
+
+def test_the_public_module_holds_no_reference():
+    import grader.checks.dropout as public
+
+    for name in ("dropout_layer", "DropoutMLP", "evaluate_loss", "LIKELY", "_mlp_forward",
+                 "_dropout_scale"):
+        assert not hasattr(public, name), name

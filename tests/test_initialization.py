@@ -373,3 +373,53 @@ def test_weird_answers_never_crash_the_grader():
         for answer in weird:
             v = hidden_verdict(CH, name, answer)
             assert v.score < v.max_score and "grader failed" not in v.feedback, (name, v.feedback)
+
+
+# --- the objects the checks make in the kernel ------------------------------------------------
+
+def test_returning_tells_whether_W_itself_came_back():
+    from grader.remote import local_remote
+
+    remote = local_remote({"good": ref.xavier_uniform_, "bad": xu_new_tensor})
+    W = torch.zeros(6, 4)
+    same, out = remote.build("initialization.returning", remote.global_("good"))(W)
+    assert same is True and out is None
+    same, out = remote.build("initialization.returning", remote.global_("bad"))(W)
+    assert same is False and isinstance(out, torch.Tensor) and out.shape == (6, 4)
+
+
+def test_mlp_and_fill_grads_build_what_the_check_reads_back():
+    from grader.checks.initialization import mlp_params
+    from grader.remote import local_remote
+
+    remote = local_remote({})
+    params = mlp_params([4, 6, 3], 0, torch.float64)
+    net = remote.build("initialization.mlp", [4, 6, 3], "ReLU", params, torch.float64, True)
+    state = net.method("state_dict")
+    assert type(state) is dict and list(state) == ["0.0.weight", "0.0.bias", "1.weight",
+                                                   "1.bias"]
+    for got, want in zip(state.values(), [p for W, b in params for p in (W, b)]):
+        assert torch.equal(got, want)
+    remote.build("initialization.fill_grads", net, 3.0)
+    grads = [p.grad for p in net.method("parameters").to_list()]
+    assert [float(g.flatten()[0]) for g in grads] == [3.0, 4.0, 5.0, 6.0]
+
+
+def test_init_net_has_non_default_values():
+    from grader.remote import local_remote
+
+    remote = local_remote({})
+    state = remote.build("initialization.init_net", True, torch.Generator().manual_seed(0)
+                         ).method("state_dict")
+    for i in (0, 3, 6):
+        assert torch.equal(state[f"{i}.bias"], torch.full_like(state[f"{i}.bias"], 0.25))
+    assert state["2.bias"].abs().max() > 0 and not torch.equal(state["2.weight"],
+                                                                torch.ones(300))
+
+
+def test_the_public_module_holds_no_reference():
+    import grader.checks.initialization as public
+
+    for name in ("xavier_uniform_", "xavier_normal_", "kaiming_normal_", "init_weights",
+                 "layer_gradient_norms", "LIKELY", "_xavier_uniform_law", "_gradient_norms"):
+        assert not hasattr(public, name), name

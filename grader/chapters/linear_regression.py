@@ -315,7 +315,7 @@ def hidden_sgd(t, sgd_):
             ([(4, 1), (4, 4), (1,)], torch.float32, 0.5, 1),
             ([(5, 1), (1,)], torch.float64, 1.0, 7),
             ([(1, 1), (1,)], torch.float32, 0.001, 64))):
-        params, grads = sgd_inputs(shapes, dtype, 10 * (i + 1))
+        params, grads = sgd_inputs(shapes, dtype, 10 * (i + 1), bs)
         with t.case(f"{len(shapes)} parameters, {dtype}, lr {lr}, batch_size {bs}"):
             sgd_case(t, sgd_, params, grads, lr, bs)
 

@@ -271,17 +271,18 @@ def sgd_case(t, sgd, params, grads, lr, batch_size):
                                "so they accumulate over minibatches")
 
 
-def sgd_inputs(shapes, dtype, seed, steps=2):
-    """Parameters of the given shapes and, per step, a gradient for each."""
+def sgd_inputs(shapes, dtype, seed, batch_size, steps=2):
+    """Parameters of the given shapes and, per step, a gradient for each: of the size of the
+    gradient of a loss summed over a minibatch (batch_size times that of one example)."""
     params = [randn(*s, seed=seed + i, dtype=dtype) for i, s in enumerate(shapes)]
-    grads = [[randn(*s, seed=seed + 100 * (k + 1) + i, dtype=dtype) for i, s in enumerate(shapes)]
-             for k in range(steps)]
+    grads = [[randn(*s, seed=seed + 100 * (k + 1) + i, dtype=dtype, scale=batch_size)
+              for i, s in enumerate(shapes)] for k in range(steps)]
     return params, grads
 
 
 @CHAPTER.visible("sgd", points=2, d2l=("sgd",))
 def visible_sgd(t, sgd):
-    params, grads = sgd_inputs([(2, 1), (1,)], torch.float32, 0)
+    params, grads = sgd_inputs([(2, 1), (1,)], torch.float32, 0, 4)
     with t.case("two steps on w (2, 1) and b (1,), lr 0.1, batch_size 4"):
         sgd_case(t, sgd, params, grads, 0.1, 4)
 
