@@ -32,9 +32,18 @@ from grader.assign import ROOT, SOURCE, source_chapters, use_environment_path
 def _solution_answers(cid: str) -> dict:
     """Run the solution's answer cells (and what they need) in this process; return globals."""
     nb = nbformat.read(ROOT / SOURCE / cid / f"{cid}.ipynb", as_version=4)
+    import contextlib
+    import io
+
     ns: dict = {}
     os.environ.setdefault("GRADER_FAST", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        _run_cells(nb, ns, cid)
+    return ns
+
+
+def _run_cells(nb, ns: dict, cid: str) -> None:
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
         if cell.cell_type != "code" or (meta.get("grade") and not meta.get("solution")):
@@ -45,7 +54,6 @@ def _solution_answers(cid: str) -> dict:
             exec(compile(src, f"<{cid}>", "exec"), ns)  # noqa: S102 - the course's own solution
         except Exception:  # noqa: BLE001 - a plotting cell may fail headless; answers matter
             continue
-    return ns
 
 
 def check_latency(cid: str, repeat: int = 3) -> dict:

@@ -70,6 +70,9 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 PIP_ENV  ?= PIP_CONFIG_FILE=/dev/null
 PIP_ARGS ?= --isolated
 PIP      := $(PIP_ENV) $(PY) -m pip install $(PIP_ARGS) --disable-pip-version-check
+# nbgrader's instructor tools have no place in a student's lab
+INSTRUCTOR_EXTENSIONS := @jupyter/nbgrader:formgrader @jupyter/nbgrader:create-assignment \\
+\t@jupyter/nbgrader:course-list @jupyter/nbgrader:assignment-list @jupyter/nbgrader:menu
 
 .PHONY: env lab
 
@@ -80,7 +83,8 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt constraints.txt pyp
 \t$(PIP) --quiet -r requirements.txt -c constraints.txt
 \t$(PIP) --quiet --no-deps -r requirements-nodeps.txt
 \t$(PIP) --quiet --no-deps --no-build-isolation -e .
-\t$(VENV)/bin/jupyter labextension disable --level=sys_prefix nbgrader:create-assignment nbgrader:formgrader nbgrader:course-list >/dev/null 2>&1 || true
+\tfor p in $(INSTRUCTOR_EXTENSIONS); do \\
+\t\t$(VENV)/bin/jupyter labextension disable --level=sys_prefix $$p >/dev/null 2>&1 || true; done
 \t@touch $@
 
 lab: env

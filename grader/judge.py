@@ -523,8 +523,9 @@ def grade_notebook_node(nb, chapter_id: str, options: Options | None = None,
     findings = static_findings(p.sources, forbidden)
     exercises = []
     for name, ex in chapter.exercises.items():
+        why = "; ".join(notes) or "the notebook stopped before its check"
         v = verdicts.get(name) or Verdict(name, 0.0, ex.points,
-                                          f"{name}: could not be graded ({'; '.join(notes) or 'the notebook stopped before its check'}).")
+                                          f"{name}: could not be graded ({why}).")
         if name in findings and v.score > 0:
             v = Verdict(name, 0.0, ex.points, f"{name}: {findings[name]}.", v.checks)
         exercises.append(v.to_json())

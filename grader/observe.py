@@ -93,7 +93,8 @@ class _Places:
         code = frame.f_code
         for directory, names, label in self.places:
             if code.co_filename.startswith(directory) and (names is None or code.co_name in names):
-                text = label or f"{code.co_name} (from {os.path.relpath(code.co_filename, os.path.dirname(directory))})"
+                where = os.path.relpath(code.co_filename, os.path.dirname(directory))
+                text = label or f"{code.co_name} (from {where})"
                 if label and names is not None:
                     text = f"{code.co_name} (from {label})"
                 if text not in self.used:

@@ -26,6 +26,7 @@ import torch
 from grader import cases, remote, wire
 from grader.feedback import Mismatch, NotImplementedAnswer, expect_tensor
 
+
 @dataclasses.dataclass
 class Verdict:
     """The result of grading one exercise."""
@@ -231,7 +232,7 @@ class Tester:
                 raise Mismatch(f"{self.name} should be callable, but is {fn!r}.")
             report = fn._remote_report({"op": "call", "fn": fn, "args": list(args),
                                         "kwargs": kwargs, "guard": guard}, what)
-            for index, path, shape in report.get("modified", []) or []:
+            for _index, _path, shape in report.get("modified", []) or []:
                 raise Mismatch(f"{what} modified its input in place (it changed an argument of "
                                f"shape {tuple(shape)}); work on new tensors instead.")
             if may_modify:

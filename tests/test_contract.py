@@ -5,6 +5,7 @@ import pytest
 from grader import assign
 from grader.registry import chapter_ids, get_chapter
 
+
 def contract_names() -> dict[str, list[str]]:
     """{chapter: names} from the tables of CONTRACT.md (the repository's exercise contract)."""
     import re

@@ -284,7 +284,12 @@ def test_formgrader_shows_the_class_offline(route, formgrader):
         page.route("**/*", local_only)
         page.on("pageerror", lambda e: errors.append(str(e)))
 
-        page.goto(f"{base}/formgrader/manage_students?token={formgrader['token']}")
+        page.goto(f"{base}/formgrader?token={formgrader['token']}")  # Manage Assignments
+        page.wait_for_selector(f"tr:has-text('{CID}') td:has-text('3')", timeout=60_000)
+        assignments = page.inner_text("table")
+        page.screenshot(path=str(shots / "manage_assignments.png"), full_page=True)
+
+        page.goto(f"{base}/formgrader/manage_students")
         for sid in ROSTER:
             page.wait_for_selector(f"td:has-text('{sid}@example.org')", timeout=60_000)
         students = page.inner_text("table")
@@ -320,6 +325,7 @@ def test_formgrader_shows_the_class_offline(route, formgrader):
     from grader.registry import get_chapter
 
     full = f"{get_chapter(CID).max_score:g} / {get_chapter(CID).max_score:g}"
+    assert CID in assignments and "released" in assignments.lower(), assignments
     for sid, (first, last) in ROSTER.items():
         assert f"{last}, {first}" in students and sid in students
     assert "None, None" not in students
