@@ -11,6 +11,7 @@
 
 import ast
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -39,8 +40,18 @@ def _normal(line: str) -> str:
     return " ".join(line.split())
 
 
+def _judge_code(node) -> bool:
+    """A check or a check's helper (it takes the tester `t`), not a reference."""
+    args = [a.arg for a in node.args.args] if hasattr(node, "args") else []
+    return bool(args[:1] == ["t"] or node.decorator_list)
+
+
 def secret_lines() -> set[str]:
-    """Lines of reference code, likely-mistake tables and solution cells (long enough to tell)."""
+    """Lines of reference code, likely-mistake tables and solution cells (long enough to tell).
+
+    References are the instructor modules' functions and classes that are not checks (a check
+    or a check's helper takes the tester `t`), their `LIKELY`/`REFERENCES` tables and lambdas.
+    """
     public = set()
     for cid in chapter_ids():
         nb = nbformat.read(ROOT / "chapters" / cid / f"{cid}.ipynb", as_version=4)
@@ -49,25 +60,31 @@ def secret_lines() -> set[str]:
     for path in sorted((ROOT / "grader" / "chapters").glob("*.py")):
         text = path.read_text()
         tree = ast.parse(text)
-        for node in ast.walk(tree):
-            secret = (isinstance(node, ast.FunctionDef | ast.ClassDef)
-                      and not node.name.startswith(("check_", "hidden_", "_case", "_check")))
-            secret |= isinstance(node, ast.Lambda)
-            secret |= (isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id in ("LIKELY", "REFERENCES") for t in node.targets))
-            if secret:
-                seg = ast.get_source_segment(text, node) or ""
-                found |= {_normal(line) for line in seg.splitlines()[1:]}
+        nodes = []
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and not _judge_code(node):
+                nodes.append(node)
+            elif isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id in ("LIKELY", "REFERENCES")
+                    for t in node.targets):
+                nodes.append(node)
+        nodes += [n for n in ast.walk(tree) if isinstance(n, ast.Lambda)]
+        for node in nodes:
+            seg = ast.get_source_segment(text, node) or ""
+            lines = seg.splitlines()
+            found |= {_normal(line) for line in (lines[1:] if len(lines) > 1 else lines)}
     for cid in chapter_ids():
         nb = nbformat.read(ROOT / "solutions" / cid / f"{cid}.ipynb", as_version=4)
         for cell in nb.cells:
             if cell.metadata.get("nbgrader", {}).get("solution"):
                 inside = cell.source.split("### BEGIN SOLUTION")[-1].split("### END SOLUTION")[0]
                 found |= {_normal(line) for line in inside.splitlines()}
-    return {line for line in found - public
-            if len(line) >= 24 and not line.startswith(("#", '"""', "raise ", "return ", "with t.case"))
-            and line.count(" ") >= 2} | {line for line in found - public
-                                          if line.startswith("return ") and len(line) >= 20}
+    judge = re.compile(r"\bt\.|\(t,|\bt\)")  # a line of judge logic (uses the tester)
+    found = {line for line in found - public if not judge.search(line)
+             and not line.startswith(("#", '"""', "raise "))}
+    return {line for line in found
+            if (len(line) >= 24 and line.count(" ") >= 2)
+            or (line.startswith("return ") and len(line) >= 20)}
 
 
 def edition_texts(edition: Path):
