@@ -244,13 +244,19 @@ def test(chapter_id: str, name: str, points: float, says: str):
     return cell
 
 
+LANGUAGE_INFO = {"codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py",
+                 "mimetype": "text/x-python", "name": "python", "nbconvert_exporter": "python",
+                 "pygments_lexer": "ipython3", "version": "3.11.7"}
+
+
 def notebook(chapter_id: str, cells: list):
     nb = nbformat.v4.new_notebook()
     nb.cells = cells
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
                        "name": "python3"},
-        "language_info": {"name": "python"},
+        # what ipykernel reports: JupyterLab marks a notebook unsaved when they differ
+        "language_info": dict(LANGUAGE_INFO),
         "grader": {"chapter": chapter_id},
     }
     return nb

@@ -9,7 +9,10 @@ that nbgrader_config.py:
   match the source's while the source holds hidden tests that generate_assignment removes), but
   with a warning that names the student when a student really edited a test cell;
 - feedback and formgrader pages that load MathJax from the course environment (the copy that
-  the `jupyter_server_mathjax` package installs), not from a CDN, so math renders offline;
+  the `jupyter_server_mathjax` package installs), not from a CDN, so math renders offline: the
+  templates in grader/nbgrader_templates/ replace only nbconvert's `mathjax` macro;
+- the formgrader without its configuration panel (it cannot show the server's configuration,
+  and said so, "Formgrader config is not serializable", on every visit);
 - a filter, by message, for the SQLAlchemy warnings nbgrader 0.9.6 triggers when autograde
   creates a submission (its objects are added to the session after SQLAlchemy's autoflush has
   looked at them: harmless, and not a problem of the course).
@@ -32,7 +35,6 @@ EXCHANGE = "nbgrader_exchange"
 TEMPLATES = Path(__file__).resolve().parent / "nbgrader_templates"
 # MathJax 2 (what nbgrader's formgrader scripts call) as the jupyter_server_mathjax package ships it
 MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
-MATHJAX_SERVER_PATH = "static/jupyter_server_mathjax/MathJax.js"
 
 # nbgrader 0.9.6, Gradebook.add_submission: SubmittedAssignment/SubmittedNotebook objects reach
 # the session after a lazy load has autoflushed it. Only these messages are ignored.

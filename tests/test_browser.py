@@ -12,6 +12,7 @@
 """
 
 import contextlib
+import json
 import os
 import platform
 import re
@@ -56,6 +57,11 @@ def jupyterlab(root: Path, tmp: Path, env_extra: dict | None = None):
                MPLCONFIGDIR=str(tmp / "mpl"), **(env_extra or {}))
     for name in [k for k, v in env.items() if v is None]:
         env.pop(name)
+    # no "get notified about Jupyter news?" toast over the outputs of the screenshots
+    settings = tmp / "cfg" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True, exist_ok=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        '{"fetchNews": "false", "checkForUpdates": false}')
     jupyter = Path(sys.executable).parent / "jupyter"
     log = open(tmp / "jupyterlab.log", "wb")
     proc = subprocess.Popen(
@@ -159,7 +165,7 @@ def solution_answers(chapter_id: str) -> dict[str, str]:
 def edition_lab(tmp_path):
     """A student edition of chapter 01 in tmp_path/ed and JupyterLab on its chapters/, with the
     edition's `grader` first on the kernel's path. Yields (notebook URL, edition folder)."""
-    from grader.edition import build
+    from grader.edition import STUDENT_MAKEFILE, build
 
     edition = build(tmp_path / "ed", chapters=[CHAPTER])
     path = edition / "chapters" / CHAPTER / f"{CHAPTER}.ipynb"
@@ -174,7 +180,11 @@ def edition_lab(tmp_path):
         nb.metadata.setdefault("language_info", {})["version"] = platform.python_version()
         nbformat.write(nb, path)
     run = tmp_path / "run"
-    run.mkdir()
+    # the lab extensions that the edition's `make env` switches off (nbgrader's instructor tools)
+    off = re.findall(r"(?:@jupyter/)?nbgrader:[\w-]+", STUDENT_MAKEFILE)
+    (run / "cfg" / "labconfig").mkdir(parents=True)
+    (run / "cfg" / "labconfig" / "page_config.json").write_text(json.dumps(
+        {"disabledExtensions": dict.fromkeys(off, True)}))
     # a student's environment: no fast mode, no strict mode, the edition's grader package
     env = {"PYTHONPATH": str(edition), "GRADER_FAST": None, "GRADER_STRICT": None,
            "MPLBACKEND": None}
@@ -248,13 +258,16 @@ def set_source(page, index: int, lines, *, type_it: bool) -> None:
             page.keyboard.press("Enter")
             page.keyboard.type(line.strip(), delay=15)
     else:
-        page.keyboard.insert_text("\n".join(lines) if not isinstance(lines, str) else lines)
+        page.keyboard.insert_text(lines if isinstance(lines, str) else "\n".join(lines))
     page.keyboard.press("Escape")  # command mode
     text = cells(page).nth(index).locator(".cm-content").inner_text()
     want = lines if isinstance(lines, str) else "\n".join(lines)
-    def lines_of(t):
-        return [ln.strip() for ln in t.splitlines() if ln.strip()]
-    assert lines_of(text) == lines_of(want), text
+    assert code_lines(text) == code_lines(want), text
+
+
+def code_lines(text: str) -> list[str]:
+    """The non-blank lines, stripped (the editor's innerText doubles blank lines)."""
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
 def shift_enter_until(page, stop: int) -> None:

@@ -1,0 +1,74 @@
+"""10_optimization: parameters built in the student's kernel, and a driver for optimisers.
+
+Public: this runs where the student's code runs. It holds no reference and no expected value;
+the judge compares what it reports.
+
+- ``optimization.problem(tensors)``: leaf tensors that require grad (copies of `tensors`);
+  ``params()`` gives them as a list, ``params_iter()`` as a one-shot generator (what
+  ``model.parameters()`` is), ``run(opt, grads)`` sets each parameter's ``.grad`` to the given
+  tensor (or None) and calls ``opt.step()``, once per entry of `grads`, and reports the values
+  after each step and whether autograd recorded anything; ``make(cls, iterator, kwargs)``
+  constructs the optimiser over them; ``grads()`` reads every ``.grad``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from grader.observe import builder
+
+
+class Problem:
+    """Parameters an optimiser is constructed with, stepped with given gradients."""
+
+    def __init__(self, tensors):
+        self.tensors = [torch.as_tensor(x).detach().clone().requires_grad_(True) for x in tensors]
+
+    def params(self) -> list:
+        return list(self.tensors)
+
+    def params_iter(self):
+        return (p for p in self.tensors)
+
+    def make(self, cls, iterator: bool, kwargs: dict):
+        """cls(parameters, **kwargs): the parameters as a list, or as a generator."""
+        return cls(self.params_iter() if iterator else self.params(), **kwargs)
+
+    def run(self, opt, grads: list) -> dict:
+        """grads: one list per step, one tensor or None per parameter."""
+        values, recorded = [], False
+        ids = [id(p) for p in self.tensors]
+        for step in grads:
+            for p, g in zip(self.tensors, step):
+                p.grad = None if g is None else torch.as_tensor(g).detach().clone().to(p.dtype)
+            opt.step()
+            recorded = recorded or any(p.grad_fn is not None or not p.is_leaf
+                                       for p in self.tensors)
+            values.append([p.detach().clone() for p in self.tensors])
+        return {"values": values, "recorded": recorded,
+                "same": [id(p) for p in self.tensors] == ids,
+                "dtypes": [str(p.dtype) for p in self.tensors]}
+
+    def grads(self) -> list:
+        return [None if p.grad is None else p.grad.detach().clone() for p in self.tensors]
+
+
+@builder("optimization.problem")
+def build_problem(tensors) -> Problem:
+    return Problem(tensors)
+
+
+class QuadraticGrad:
+    """x -> H @ (x - c): the gradient of f(x) = (x - c)^T H (x - c) / 2; counts its calls."""
+
+    def __init__(self, H, c):
+        self.H, self.c, self.calls = torch.as_tensor(H), torch.as_tensor(c), 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return self.H.to(x.dtype) @ (x - self.c.to(x.dtype))
+
+
+@builder("optimization.quadratic_grad")
+def build_quadratic_grad(H, c) -> QuadraticGrad:
+    return QuadraticGrad(H, c)
