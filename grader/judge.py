@@ -42,7 +42,8 @@ PUBLIC_MODULES = ("__init__.py", "check.py", "feedback.py", "runner.py", "remote
 PUBLIC_PACKAGES = ("data", "checks", "probes")
 INSTRUCTOR_MODULES = ("grader.chapters", "grader.judge", "grader.grade", "grader.testing",
                       "grader.edition", "grader.assign", "grader.bench", "grader.cli",
-                      "grader.nbgrader_plugin", "grader.sandbox", "grader.batch")
+                      "grader.nbgrader_plugin", "grader.sandbox", "grader.batch",
+                      "grader.instructor", "grader.gradebook")
 
 
 def copy_public_package(dest: Path, recorded: Path | None = None) -> Path:
