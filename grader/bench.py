@@ -176,7 +176,7 @@ def _autograde(root: Path, cid: str, students: list[str]) -> tuple[float, int]:
     return time.perf_counter() - t, ok
 
 
-def bench_class(n: int, sandbox: bool) -> int:
+def bench_class(n: int, sandbox: bool, jobs_list=(1, 2)) -> int:
     cid = "01_linear_regression"
     with tempfile.TemporaryDirectory(prefix="bench-class-") as tmp:
         root = Path(tmp)
@@ -184,14 +184,16 @@ def bench_class(n: int, sandbox: bool) -> int:
         print(f"a class of {n} submissions of {cid}, {sum(1 for i in range(n) if i % 10 == 9)} "
               "of them faulty")
         rows = []
-        for jobs in (1, 2):
+        for jobs in jobs_list:
             took, data = _cli(paths, root / f"out-j{jobs}", jobs, sandbox)
             subs = data.get("submissions", [])
-            recorded = len(subs) + len(data.get("failures", []))
-            rows.append((f"python -m grader grade -j {jobs}", took, n - recorded))
-            print(f"  -j {jobs}: {took:.0f} s, {60 * n / took:.1f} notebooks/min, "
-                  f"{len(subs)} graded, {n - len(subs)} reported as not gradable, "
-                  f"grades lost {n - recorded}")
+            ok = sum(1 for s in subs if s.get("status") == "ok")
+            bad = [s for s in subs if s.get("status") != "ok"]
+            rows.append((f"python -m grader grade -j {jobs}", took, n - len(subs)))
+            print(f"  -j {jobs}: {took:.0f} s, {60 * n / took:.1f} notebooks/min, {ok} graded, "
+                  f"{len(bad)} reported as not gradable"
+                  + (f" ({'; '.join(sorted({str(s.get('reason'))[:60] for s in bad}))})"
+                     if bad else "") + f", grades lost {n - len(subs)}")
         students = [p.parts[-3] for p in paths]
         took, ok = _autograde(root, cid, students)
         print(f"  nbgrader autograde (serial): {took:.0f} s, {60 * n / took:.1f} notebooks/min, "
@@ -201,8 +203,9 @@ def bench_class(n: int, sandbox: bool) -> int:
     return 0
 
 
-def main(chapters=None, repeat: int = 3, batch: int = 0, sandbox: bool = True) -> int:
+def main(chapters=None, repeat: int = 3, batch: int = 0, sandbox: bool = True,
+         jobs_list=(1, 2)) -> int:
     use_environment_path()
     if batch:
-        return bench_class(batch, sandbox)
+        return bench_class(batch, sandbox, jobs_list)
     return bench_chapters(chapters or source_chapters(), repeat, sandbox)

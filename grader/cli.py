@@ -120,7 +120,8 @@ def cmd_record(args) -> int:
 def cmd_bench(args) -> int:
     from grader.bench import main as bench
 
-    return bench(args.chapters or None, args.repeat, batch=args.batch, sandbox=args.sandbox)
+    return bench(args.chapters or None, args.repeat, batch=args.batch, sandbox=args.sandbox,
+                 jobs_list=tuple(int(j) for j in args.jobs.split(",")))
 
 
 def cmd_chapters(args) -> int:
@@ -185,6 +186,7 @@ def main(argv=None) -> int:
                    help="grade a class of N submissions (1 in 10 faulty) with -j 1, -j 2 and "
                         "nbgrader autograde")
     b.add_argument("--no-sandbox", dest="sandbox", action="store_false")
+    b.add_argument("--jobs", default="1,2", help="with --batch: the -j values to time (1,2)")
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("chapters", help="list chapters and their exercises")

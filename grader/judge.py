@@ -527,8 +527,9 @@ def grade_notebook_node(nb, chapter_id: str, options: Options | None = None,
         why = "; ".join(notes) or "the notebook stopped before its check"
         v = verdicts.get(name) or Verdict(name, 0.0, ex.points,
                                           f"{name}: could not be graded ({why}).")
-        if name in findings and v.score > 0:
-            v = Verdict(name, 0.0, ex.points, f"{name}: {findings[name]}.", v.checks)
+        if name in findings:  # what the source shows counts even if the kernel hid it
+            rest = "" if v.passed else "\n" + v.feedback
+            v = Verdict(name, 0.0, ex.points, f"{name}: {findings[name]}.{rest}", v.checks)
         exercises.append(v.to_json())
     return {"chapter": chapter.id, "score": round(sum(e["score"] for e in exercises), 2),
             "max_score": chapter.max_score, "exercises": exercises, "notes": notes,

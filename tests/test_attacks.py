@@ -10,6 +10,7 @@ answer in the same notebook keeps its marks, so the attack did not merely break 
 
 import nbformat
 import pytest
+import torch
 
 from grader import assign
 from grader.judge import Options, grade_notebook_node
@@ -198,10 +199,18 @@ SOFTMAX_RIGHT = ("def softmax(X):\n    E = torch.exp(X - X.max(dim=1, keepdim=Tr
                  "    return E / E.sum(dim=1, keepdim=True)\n")
 
 
+QUIET_WATCH = """
+import grader.observe as _o
+def _quiet(self, func, types, args=(), kwargs=None):
+    return func(*args, **(kwargs or {}))
+_o._Forbidden.__torch_function__ = _quiet
+_o._Places.__call__ = lambda self, *a: None
+"""
+
+
 @pytest.mark.slow
 def test_forbidden_call_is_found_in_the_source_when_the_watch_is_off():
-    nb = submission(CH2, [ATTACKS["switch off the watch over forbidden calls"], SOFTMAX_LIBRARY],
-                    ["softmax"])
+    nb = submission(CH2, [QUIET_WATCH, SOFTMAX_LIBRARY], ["softmax"])
     ex, _ = grade(nb, CH2)
     assert ex["softmax"]["score"] == 0
     assert "torch.softmax" in ex["softmax"]["feedback"]
@@ -216,14 +225,25 @@ def test_d2l_answer_earns_nothing():
     assert ex["linreg"]["score"] == 0 and "d2l" in ex["linreg"]["feedback"]
 
 
-@pytest.mark.slow
 def test_hidden_inputs_change_with_the_run_seed():
-    """Feedback quotes hidden inputs only after scrubbing, and they differ between runs."""
+    """The visible example is fixed; every hidden input is drawn anew for each grading run."""
     from grader.testing import hidden_verdict
 
-    a = hidden_verdict(CH1, "linreg", lambda X, w, b: X @ w, salt=1).feedback
-    b = hidden_verdict(CH1, "linreg", lambda X, w, b: X @ w, salt=2).feedback
-    assert a != b
+    seen = []
+
+    def spy(X, w, b):
+        seen.append(X.clone())
+        return X @ w + b
+
+    runs = []
+    for salt in (1, 2, 1):
+        seen.clear()
+        assert hidden_verdict(CH1, "linreg", spy, salt=salt).passed
+        runs.append(list(seen))
+    first, second, again = runs
+    assert torch.equal(first[0], second[0]), "the worked example is the same"
+    assert not any(torch.equal(a, b) for a, b in zip(first[1:], second[1:]))
+    assert all(torch.equal(a, b) for a, b in zip(first, again)), "one run's seed reproduces it"
 
 
 def test_student_exception_text_is_scrubbed():

@@ -582,3 +582,505 @@ def test_weird_answers_never_crash_the_grader():
         for answer in weird:
             v = hidden_verdict(CH, name, answer)
             assert v.score < v.max_score and "grader failed" not in v.feedback, (name, v.feedback)
+
+
+# ============================================================================================
+# Part 2: the library (Identity, MSELoss, CrossEntropyLoss, BatchNorm1d, MLP, SGD)
+# ============================================================================================
+
+def test_library_references_match_autograd():
+    torch.manual_seed(1)
+    Z = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    BW = torch.rand(4, dtype=torch.float64, requires_grad=True)
+    Bb = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    Y = F.one_hot(torch.tensor([0, 3, 1, 2, 3, 0]), 4).to(torch.float64)
+    bn, ce = ref.BatchNorm1d(4, eps=1e-5), ref.CrossEntropyLoss()
+    bn.BW, bn.Bb = BW.detach(), Bb.detach()
+    L = ce.forward(bn.forward(Z.detach()), Y)
+    dZ = bn.backward(ce.backward())
+    mean, var = Z.mean(0), Z.var(0, unbiased=False)
+    L_ref = F.cross_entropy(BW * (Z - mean) / torch.sqrt(var + 1e-5) + Bb, Y.argmax(1))
+    L_ref.backward()
+    torch.testing.assert_close(L, L_ref.detach())
+    torch.testing.assert_close(dZ, Z.grad)
+    torch.testing.assert_close(bn.dLdBW, BW.grad)
+    torch.testing.assert_close(bn.dLdBb, Bb.grad)
+    A = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    T = torch.randn(3, 5, dtype=torch.float64)
+    mse = ref.MSELoss()
+    torch.testing.assert_close(mse.forward(A.detach(), T), F.mse_loss(A, T).detach())
+    F.mse_loss(A, T).backward()
+    torch.testing.assert_close(mse.backward(), A.grad)
+
+
+def test_sgd_reference_matches_torch_optim():
+    W = torch.randn(3, 2, dtype=torch.float64)
+    layer = ref.Linear(3, 2)
+    layer.W, layer.b = W.clone(), torch.zeros(2, dtype=torch.float64)
+    model = type("M", (), {"layers": [layer]})()
+    p = [W.clone().requires_grad_(), torch.zeros(2, dtype=torch.float64, requires_grad=True)]
+    ours, theirs = ref.SGD(model, 0.1, momentum=0.9), torch.optim.SGD(p, lr=0.1, momentum=0.9)
+    W_obj = layer.W
+    for _ in range(3):
+        g = torch.randn(3, 2, dtype=torch.float64)
+        layer.dLdW, layer.dLdb = g, g.sum(0)
+        p[0].grad, p[1].grad = g.clone(), g.sum(0).clone()
+        ours.step()
+        theirs.step()
+    assert layer.W is W_obj
+    torch.testing.assert_close(layer.W, p[0].detach())
+    torch.testing.assert_close(layer.b, p[1].detach())
+
+
+class IdentityClone:
+    def forward(self, Z):
+        return Z.clone()
+
+    def backward(self, dLdA):
+        return dLdA * 1
+
+
+class IdentityStored:
+    def forward(self, Z):
+        self.A = Z + 0
+        return self.A
+
+    def backward(self, dLdA):
+        return torch.ones_like(self.A) * dLdA
+
+
+class IdentityOnes(ref.Identity):
+    def backward(self, dLdA):
+        return torch.ones_like(dLdA)
+
+
+class IdentityFloat(ref.Identity):
+    def forward(self, Z):
+        return Z.float()
+
+
+class IdentityReturnsZ:
+    def forward(self, Z):
+        self.Z = Z
+        return Z
+
+    def backward(self, dLdA):
+        return self.Z
+
+
+class MSEMean:
+    def forward(self, A, Y):
+        self.diff = A - Y
+        return (self.diff ** 2).mean()
+
+    def backward(self):
+        return 2 * self.diff / self.diff.numel()
+
+
+class MSELoop:
+    def forward(self, A, Y):
+        self.A, self.Y = A, Y
+        n, C = A.shape
+        total = torch.zeros((), dtype=A.dtype)
+        for a, y in zip(A, Y):
+            total = total + ((a - y) * (a - y)).sum()
+        return total / (n * C)
+
+    def backward(self):
+        n, C = self.A.shape
+        return (self.A - self.Y) * (2.0 / (n * C))
+
+
+class MSEPerN(ref.MSELoss):
+    def forward(self, A, Y):
+        self.A, self.Y = A, Y
+        return ((A - Y) ** 2).sum() / A.shape[0]
+
+    def backward(self):
+        return 2 * (self.A - self.Y) / self.A.shape[0]
+
+
+class MSENoTwo(ref.MSELoss):
+    def backward(self):
+        return (self.A - self.Y) / self.A.numel()
+
+
+class MSESign(ref.MSELoss):
+    def backward(self):
+        return 2 * (self.Y - self.A) / self.A.numel()
+
+
+class MSEFunctional(ref.MSELoss):
+    def forward(self, A, Y):
+        self.A, self.Y = A, Y
+        return F.mse_loss(A, Y)
+
+
+class CELogsumexpByHand:
+    def forward(self, A, Y):
+        m = A.max(dim=1, keepdim=True).values
+        lse = m + torch.log(torch.exp(A - m).sum(dim=1, keepdim=True))
+        self.S, self.Y = torch.exp(A - lse), Y
+        return (Y * (lse - A)).sum(dim=1).mean()
+
+    def backward(self):
+        return (self.S - self.Y) / len(self.Y)
+
+
+class CELoop:
+    def forward(self, A, Y):
+        self.rows = []
+        total = torch.zeros((), dtype=A.dtype)
+        for a, y in zip(A, Y):
+            e = torch.exp(a - a.max())
+            log_p = (a - a.max()) - torch.log(e.sum())
+            self.rows.append(e / e.sum() - y)
+            total = total - (y * log_p).sum()
+        return total / len(A)
+
+    def backward(self):
+        return torch.stack(self.rows) / len(self.rows)
+
+
+class CELogOfSoftmax(CELoop):
+    """Shifted, but the log of the probabilities: exp underflows to 0, and 0 * log(0) is NaN."""
+
+    def forward(self, A, Y):
+        self.rows = []
+        total = torch.zeros((), dtype=A.dtype)
+        for a, y in zip(A, Y):
+            e = torch.exp(a - a.max())
+            p = e / e.sum()
+            self.rows.append(p - y)
+            total = total - (y * torch.log(p)).sum()
+        return total / len(A)
+
+
+class CEUnstable(ref.CrossEntropyLoss):
+    def forward(self, A, Y):
+        e = torch.exp(A)
+        self.P, self.Y = e / e.sum(dim=1, keepdim=True), Y
+        return -(Y * torch.log(self.P)).sum() / A.shape[0]
+
+
+class CENotDivided(ref.CrossEntropyLoss):
+    def backward(self):
+        return self.P - self.Y
+
+
+class CESum(ref.CrossEntropyLoss):
+    def forward(self, A, Y):
+        return ref.CrossEntropyLoss.forward(self, A, Y) * A.shape[0]
+
+
+class CESign(ref.CrossEntropyLoss):
+    def backward(self):
+        return (self.Y - self.P) / self.Y.shape[0]
+
+
+class CETorchSoftmax(ref.CrossEntropyLoss):
+    def forward(self, A, Y):
+        log_p = torch.log_softmax(A, dim=1)
+        self.P, self.Y = log_p.exp(), Y
+        return -(Y * log_p).sum() / A.shape[0]
+
+
+class BNExplicitGraph(ref.BatchNorm1d):
+    """The backward pass node by node, as in HW1P1's write-up."""
+
+    def backward(self, dLdBZ):
+        n = self.Z.shape[0]
+        self.dLdBb = dLdBZ.sum(0)
+        self.dLdBW = (dLdBZ * self.NZ).sum(0)
+        dLdNZ = dLdBZ * self.BW
+        dLdV = (-0.5 * dLdNZ * (self.Z - self.M) * (self.V + self.eps) ** -1.5).sum(0)
+        dNZdM = -(self.V + self.eps) ** -0.5 - 0.5 * (self.Z - self.M) * (
+            self.V + self.eps) ** -1.5 * (-2 / n * (self.Z - self.M).sum(0))
+        dLdM = (dLdNZ * dNZdM).sum(0)
+        return (dLdNZ * (self.V + self.eps) ** -0.5 + dLdV * (2 / n * (self.Z - self.M))
+                + dLdM / n)
+
+
+class BNCompact:
+    def __init__(self, num_features, alpha=0.9, eps=1e-8):
+        self.alpha, self.eps = alpha, eps
+        self.BW, self.Bb = torch.ones(num_features), torch.zeros(num_features)
+        self.running_M, self.running_V = torch.zeros(num_features), torch.ones(num_features)
+
+    def forward(self, Z, eval=False):
+        if eval:
+            return self.BW * (Z - self.running_M) * torch.rsqrt(self.running_V + self.eps) \
+                + self.Bb
+        M = Z.sum(0) / Z.shape[0]
+        V = ((Z - M) ** 2).sum(0) / Z.shape[0]
+        self.istd = torch.rsqrt(V + self.eps)
+        self.NZ = (Z - M) * self.istd
+        self.running_M = self.running_M * self.alpha + M * (1 - self.alpha)
+        self.running_V = self.running_V * self.alpha + V * (1 - self.alpha)
+        return self.NZ * self.BW + self.Bb
+
+    def backward(self, dLdBZ):
+        self.dLdBb = dLdBZ.sum(0)
+        self.dLdBW = (dLdBZ * self.NZ).sum(0)
+        g = dLdBZ * self.BW
+        return self.istd * (g - g.mean(0) - self.NZ * (g * self.NZ).mean(0))
+
+
+class BNUnbiased(ref.BatchNorm1d):
+    def forward(self, Z, eval=False):
+        if eval:
+            return ref.BatchNorm1d.forward(self, Z, eval=True)
+        self.Z, self.M, self.V = Z, Z.mean(0), Z.var(0)
+        self.NZ = (Z - self.M) / torch.sqrt(self.V + self.eps)
+        self.running_M = self.alpha * self.running_M + (1 - self.alpha) * self.M
+        self.running_V = self.alpha * self.running_V + (1 - self.alpha) * self.V
+        return self.BW * self.NZ + self.Bb
+
+
+class BNEvalUpdates(ref.BatchNorm1d):
+    def forward(self, Z, eval=False):
+        if eval:
+            M, V = Z.mean(0), Z.var(0, unbiased=False)
+            self.running_M = self.alpha * self.running_M + (1 - self.alpha) * M
+            self.running_V = self.alpha * self.running_V + (1 - self.alpha) * V
+            return self.BW * (Z - self.running_M) / torch.sqrt(self.running_V + self.eps) \
+                + self.Bb
+        return ref.BatchNorm1d.forward(self, Z)
+
+
+class BNEvalBatchStats(ref.BatchNorm1d):
+    def forward(self, Z, eval=False):
+        if eval:
+            M, V = Z.mean(0), Z.var(0, unbiased=False)
+            return self.BW * (Z - M) / torch.sqrt(V + self.eps) + self.Bb
+        return ref.BatchNorm1d.forward(self, Z)
+
+
+class BNEpsOutside(ref.BatchNorm1d):
+    def forward(self, Z, eval=False):
+        if eval:
+            return ref.BatchNorm1d.forward(self, Z, eval=True)
+        ref.BatchNorm1d.forward(self, Z)
+        self.NZ = (Z - self.M) / (torch.sqrt(self.V) + self.eps)
+        return self.BW * self.NZ + self.Bb
+
+
+class BNSwappedAlpha(ref.BatchNorm1d):
+    def forward(self, Z, eval=False):
+        if eval:
+            return ref.BatchNorm1d.forward(self, Z, eval=True)
+        rM, rV = self.running_M, self.running_V
+        out = ref.BatchNorm1d.forward(self, Z)
+        self.running_M = (1 - self.alpha) * rM + self.alpha * self.M
+        self.running_V = (1 - self.alpha) * rV + self.alpha * self.V
+        return out
+
+
+class BNDirectPath(ref.BatchNorm1d):
+    def backward(self, dLdBZ):
+        ref.BatchNorm1d.backward(self, dLdBZ)
+        return dLdBZ * self.BW / torch.sqrt(self.V + self.eps)
+
+
+class BNNoVariancePath(ref.BatchNorm1d):
+    def backward(self, dLdBZ):
+        ref.BatchNorm1d.backward(self, dLdBZ)
+        g = dLdBZ * self.BW
+        return (g - g.mean(0)) / torch.sqrt(self.V + self.eps)
+
+
+class BNAutograd(ref.BatchNorm1d):
+    def forward(self, Z, eval=False):
+        if eval:
+            return ref.BatchNorm1d.forward(self, Z, eval=True)
+        self.Zg = Z.detach().clone().requires_grad_()
+        self.out = ref.BatchNorm1d.forward(self, self.Zg)
+        self.running_M, self.running_V = self.running_M.detach(), self.running_V.detach()
+        return self.out.detach()
+
+    def backward(self, dLdBZ):
+        (g,) = torch.autograd.grad(self.out, (self.Zg,), dLdBZ)
+        self.dLdBW = (dLdBZ * self.NZ.detach()).sum(0)
+        self.dLdBb = dLdBZ.sum(0)
+        return g
+
+
+def _mlp_class(build):
+    class M(ref.MLP):
+        def __init__(self, layer_sizes, generator=None):
+            self.layers = build(layer_sizes, generator)
+    return M
+
+
+def _mlp_zip(sizes, generator):
+    linears = [ref.Linear(i, o, generator=generator) for i, o in zip(sizes[:-1], sizes[1:])]
+    layers = []
+    for k, lin in enumerate(linears):
+        layers += [lin] if k == len(linears) - 1 else [lin, ref.ReLU()]
+    return layers
+
+
+class MLPExplicit:
+    def __init__(self, layer_sizes, generator=None):
+        self.layers = _mlp_zip(layer_sizes, generator)
+
+    def forward(self, A):
+        out = A
+        for i in range(len(self.layers)):
+            out = self.layers[i].forward(out)
+        return out
+
+    def backward(self, dLdZ):
+        grad = dLdZ
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad = self.layers[i].backward(grad)
+        return grad
+
+
+def _mlp_shared_relu(sizes, generator):
+    relu, layers = ref.ReLU(), []
+    for i in range(len(sizes) - 1):
+        layers.append(ref.Linear(sizes[i], sizes[i + 1], generator=generator))
+        if i < len(sizes) - 2:
+            layers.append(relu)
+    return layers
+
+
+def _mlp_relu_after_last(sizes, generator):
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers += [ref.Linear(sizes[i], sizes[i + 1], generator=generator), ref.ReLU()]
+    return layers
+
+
+def _mlp_no_generator(sizes, generator):
+    return _mlp_zip(sizes, None)
+
+
+class MLPSkipsFirst(ref.MLP):
+    def backward(self, dLdZ):
+        for layer in reversed(self.layers[1:]):
+            dLdZ = layer.backward(dLdZ)
+        return dLdZ
+
+
+class MLPNoReturn(ref.MLP):
+    def backward(self, dLdZ):
+        ref.MLP.backward(self, dLdZ)
+
+
+class SGDVelocityList:
+    def __init__(self, model, lr, momentum=0.0):
+        self.l, self.lr, self.mu = model.layers, lr, momentum
+        self.vel = [{} for _ in self.l]
+
+    def step(self):
+        for layer, vel in zip(self.l, self.vel):
+            for p in ("W", "b", "BW", "Bb"):
+                if not hasattr(layer, p):
+                    continue
+                g = getattr(layer, "dLd" + p)
+                vel[p] = self.mu * vel.get(p, torch.zeros_like(g)) + g
+                getattr(layer, p).sub_(self.lr * vel[p])
+
+
+class SGDNoVelocityFirst:
+    """Velocities as zeros allocated at construction, updated with in-place ops."""
+
+    def __init__(self, model, lr, momentum=0.0):
+        self.model, self.lr, self.momentum = model, lr, momentum
+        self.v = {}
+        for k, layer in enumerate(model.layers):
+            for p in ("W", "b", "BW", "Bb"):
+                if hasattr(layer, p):
+                    self.v[(k, p)] = torch.zeros_like(getattr(layer, p))
+
+    def step(self):
+        for (k, p), v in self.v.items():
+            layer = self.model.layers[k]
+            v.mul_(self.momentum).add_(getattr(layer, "dLd" + p))
+            getattr(layer, p).add_(v, alpha=-self.lr)
+
+
+class SGDReset(ref.SGD):
+    def step(self):
+        self.v = {}
+        ref.SGD.step(self)
+
+
+class SGDNotInPlace(ref.SGD):
+    def step(self):
+        for k, layer in enumerate(self.model.layers):
+            for p in ("W", "b", "BW", "Bb"):
+                if hasattr(layer, p):
+                    v = self.momentum * self.v.get((k, p), 0) + getattr(layer, "dLd" + p)
+                    self.v[(k, p)] = v
+                    setattr(layer, p, getattr(layer, p) - self.lr * v)
+
+
+class SGDSkipsBN(ref.SGD):
+    def step(self):
+        for k, layer in enumerate(self.model.layers):
+            for p in ("W", "b"):
+                if hasattr(layer, p):
+                    v = self.momentum * self.v.get((k, p), 0) + getattr(layer, "dLd" + p)
+                    self.v[(k, p)] = v
+                    getattr(layer, p).sub_(self.lr * v)
+
+
+class SGDDampening(ref.SGD):
+    def step(self):
+        for k, layer in enumerate(self.model.layers):
+            for p in ("W", "b", "BW", "Bb"):
+                if hasattr(layer, p):
+                    g = getattr(layer, "dLd" + p)
+                    v = self.v.get((k, p))
+                    v = (1 - self.momentum) * g if v is None else \
+                        self.momentum * v + (1 - self.momentum) * g
+                    self.v[(k, p)] = v
+                    getattr(layer, p).sub_(self.lr * v)
+
+
+CORRECT += [
+    ("Identity", ref.Identity), ("Identity", IdentityClone), ("Identity", IdentityStored),
+    ("MSELoss", ref.MSELoss), ("MSELoss", MSEMean), ("MSELoss", MSELoop),
+    ("CrossEntropyLoss", ref.CrossEntropyLoss), ("CrossEntropyLoss", CELogsumexpByHand),
+    ("CrossEntropyLoss", CELoop),
+    ("BatchNorm1d", ref.BatchNorm1d), ("BatchNorm1d", BNExplicitGraph),
+    ("BatchNorm1d", BNCompact),
+    ("MLP", ref.MLP), ("MLP", MLPExplicit), ("MLP", _mlp_class(_mlp_zip)),
+    ("SGD", ref.SGD), ("SGD", SGDVelocityList), ("SGD", SGDNoVelocityFirst),
+]
+
+BUGGY += [
+    ("Identity", IdentityOnes, "chain rule"),
+    ("Identity", IdentityFloat, "dtype"),
+    ("Identity", IdentityReturnsZ, "returns Z instead of dLdA"),
+    ("MSELoss", MSEPerN, "divided by n only"),
+    ("MSELoss", MSENoTwo, "factor 2"),
+    ("MSELoss", MSESign, "sign is flipped"),
+    ("MSELoss", MSEFunctional, "torch.nn"),
+    ("CrossEntropyLoss", CEUnstable, "NaN"),
+    ("CrossEntropyLoss", CELogOfSoftmax, "NaN"),
+    ("CrossEntropyLoss", CENotDivided, "not divided by the batch size"),
+    ("CrossEntropyLoss", CESum, "sum over the batch"),
+    ("CrossEntropyLoss", CESign, "sign is flipped"),
+    ("CrossEntropyLoss", CETorchSoftmax, "torch.log_softmax"),
+    ("BatchNorm1d", BNUnbiased, "unbiased variance"),
+    ("BatchNorm1d", BNEvalUpdates, "updated in eval mode"),
+    ("BatchNorm1d", BNEvalBatchStats, "batch's own statistics"),
+    ("BatchNorm1d", BNEpsOutside, "eps outside the square root"),
+    ("BatchNorm1d", BNSwappedAlpha, "alpha on the wrong term"),
+    ("BatchNorm1d", BNDirectPath, "paths through the batch mean and variance"),
+    ("BatchNorm1d", BNNoVariancePath, "path through the batch variance"),
+    ("BatchNorm1d", BNAutograd, "from scratch"),
+    ("MLP", _mlp_class(_mlp_shared_relu), "its own ReLU"),
+    ("MLP", _mlp_class(_mlp_relu_after_last), "ReLU after the last Linear"),
+    ("MLP", _mlp_class(_mlp_no_generator), "generator"),
+    ("MLP", MLPSkipsFirst, "does not run through every layer"),
+    ("MLP", MLPNoReturn, "no `return`"),
+    ("SGD", SGDReset, "velocity is reset"),
+    ("SGD", SGDNotInPlace, "in place"),
+    ("SGD", SGDSkipsBN, "BW and Bb are not updated"),
+    ("SGD", SGDDampening, "dampening"),
+]

@@ -80,3 +80,23 @@ def test_unknown_chapter_is_reported(tmp_path):
     nbformat.write(nb, path)
     proc = grade(path, tmp_path=tmp_path, timeout=120)
     assert proc.returncode == 2 and "cannot tell which chapter" in proc.stderr
+
+
+@pytest.mark.slow
+def test_dask_cluster_gives_the_local_scores(tmp_path):
+    """The same submissions graded on a local Dask cluster and locally, with the same hidden-input
+    seed: identical scores and feedback."""
+    sub = tmp_path / CH
+    sub.mkdir()
+    nbformat.write(answered_release(CH, {"linreg": LINREG_NO_BIAS}), sub / "a.ipynb")
+    nbformat.write(answered_release(CH, {"huber_loss": HUBER_BATCH_SWITCH}), sub / "b.ipynb")
+    runs = {}
+    for name, extra in (("local", []), ("dask", ["--scheduler", "local", "-j", "2"])):
+        proc = subprocess.run([sys.executable, "-m", "grader", "grade", "--quiet", "--json",
+                               "--seed", "99", "--out", str(tmp_path / name), *extra, str(sub)],
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = {s["path"]: [(e["name"], e["score"], e["feedback"]) for e in s["exercises"]]
+                      for s in json.loads(proc.stdout)["submissions"]}
+    assert runs["local"] == runs["dask"]
+    assert len(runs["local"]) == 2

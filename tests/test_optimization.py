@@ -93,6 +93,23 @@ def cosine_lr_clamped(step, total_steps, lr_max, lr_min=0.0):
     return float(lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * frac)))
 
 
+def cosine_warmup_branches(step, total_steps, warmup_steps, lr_max, lr_min=0.0):
+    if step < warmup_steps:
+        return float(lr_max * step / warmup_steps)
+    if step > total_steps:
+        return float(lr_min)
+    t = (step - warmup_steps) / (total_steps - warmup_steps)
+    return lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * t)) / 2
+
+
+def cosine_warmup_torchlike(step, total_steps, warmup_steps, lr_max, lr_min=0.0):
+    warm = min(1.0, step / warmup_steps) if warmup_steps else 1.0
+    frac = min(max(step - warmup_steps, 0), total_steps - warmup_steps)
+    cos = lr_min + (lr_max - lr_min) * 0.5 * (1 + math.cos(math.pi * frac
+                                                          / (total_steps - warmup_steps)))
+    return lr_max * warm if step < warmup_steps else cos
+
+
 class SGDMomentumList:
     """Velocities as a list, lr inside the velocity: v = m * v + lr * g, p -= v. For a constant
     lr this is the same update as torch.optim.SGD (v here is lr times torch's buffer)."""
@@ -201,6 +218,8 @@ CORRECT = [
     ("AdaGrad", ref.AdaGrad), ("AdaGrad", AdaGradData),
     ("RMSProp", ref.RMSProp), ("RMSProp", RMSPropLerp),
     ("Adam", ref.Adam), ("Adam", AdamGlobal),
+    ("cosine_warmup_lr", ref.cosine_warmup_lr), ("cosine_warmup_lr", cosine_warmup_branches),
+    ("cosine_warmup_lr", cosine_warmup_torchlike),
 ]
 
 
@@ -259,6 +278,31 @@ def cosine_tensor(step, total_steps, lr_max, lr_min=0.0):
     return torch.tensor(ref.cosine_lr(step, total_steps, lr_max, lr_min))
 
 
+def warmup_cosine_from_zero(step, total_steps, warmup_steps, lr_max, lr_min=0.0):
+    if step < warmup_steps:
+        return lr_max * step / warmup_steps
+    return ref.cosine_lr(step, total_steps, lr_max, lr_min)
+
+
+def warmup_from_min(step, total_steps, warmup_steps, lr_max, lr_min=0.0):
+    if step < warmup_steps:
+        return lr_min + (lr_max - lr_min) * step / warmup_steps
+    return ref.cosine_lr(step - warmup_steps, total_steps - warmup_steps, lr_max, lr_min)
+
+
+def warmup_off_by_one(step, total_steps, warmup_steps, lr_max, lr_min=0.0):
+    if step < warmup_steps:
+        return lr_max * (step + 1) / warmup_steps
+    return ref.cosine_lr(step - warmup_steps, total_steps - warmup_steps, lr_max, lr_min)
+
+
+def warmup_unclamped(step, total_steps, warmup_steps, lr_max, lr_min=0.0):
+    if step < warmup_steps:
+        return lr_max * step / warmup_steps
+    t = (step - warmup_steps) / (total_steps - warmup_steps)
+    return lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * t)) / 2
+
+
 class MomentumReset(ref.SGDMomentum):
     def update(self, p, g, state):
         v = g.clone()  # a new velocity every step
@@ -297,6 +341,16 @@ class MomentumRebinds(ref.SGDMomentum):
             if p.grad is not None:
                 v = state["v"] = self.momentum * state.get("v", 0) + p.grad
                 p = p - self.lr * v  # noqa: PLW2901 - the bug: rebinds the loop variable
+
+
+class MomentumNoneAsZero(ref.SGDMomentum):
+    """A None gradient treated as zeros: the velocity still decays and moves p."""
+
+    @torch.no_grad()
+    def step(self):
+        for p, state in zip(self.params, self.state):
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            self.update(p, g, state)
 
 
 class MomentumTorch(torch.optim.SGD):
@@ -420,12 +474,17 @@ BUGGY = [
     ("cosine_lr", cosine_unclamped, "not clamped"),
     ("cosine_lr", cosine_no_min, "expected"),
     ("cosine_lr", cosine_tensor, "Python float"),
+    ("cosine_warmup_lr", warmup_cosine_from_zero, "start after the warm-up"),
+    ("cosine_warmup_lr", warmup_from_min, "from 0 to lr_max"),
+    ("cosine_warmup_lr", warmup_off_by_one, "expected"),
+    ("cosine_warmup_lr", warmup_unclamped, "expected"),
     ("SGDMomentum", MomentumReset, "velocity is reset"),
     ("SGDMomentum", MomentumEMA, "1 - momentum"),
     ("SGDMomentum", MomentumZeroes, "not to zeros"),
     ("SGDMomentum", MomentumRecorded, "torch.no_grad()"),
     ("SGDMomentum", MomentumRebinds, "not updated in place"),
     ("SGDMomentum", MomentumTorch, "torch.optim"),
+    ("SGDMomentum", MomentumNoneAsZero, "None every other step"),
     ("AdaGrad", AdaGradNotAccumulated, "not accumulated"),
     ("AdaGrad", AdaGradEpsInside, "eps inside the square root"),
     ("AdaGrad", AdaGradZeroes, "not to zeros"),

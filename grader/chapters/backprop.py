@@ -23,15 +23,28 @@ from grader.checks.backprop import (
     CHAPTER,
     NO_AUTOGRAD,
     act_case,
+    bn_attr,
+    bn_case,
+    bn_constructor,
+    bn_layer,
+    bn_state,
     dt,
+    identity_case,
+    lib_call,
     linear_case,
     linear_layer,
+    loss_case,
     make,
     method,
     mlp_case,
+    mlp_forward_backward,
+    mlp_layers,
     ng_call,
     ng_case,
     sce_case,
+    sgd_case,
+    sgd_grads,
+    sgd_spec,
 )
 from grader.feedback import Mismatch, expect_tensor
 from grader.probes.backprop import TestFunction
@@ -531,3 +544,456 @@ def hidden_numerical_gradient(t, fn):
         got = ng_call(t, fn, "quadratic", M, x.clone(), 1e-4, "numerical_gradient(z @ M @ z)")
         expect_tensor(got, (M + M.T) @ x, what="numerical_gradient(f, x) for f(x) = x^T M x "
                       "(gradient (M + M^T) x)", atol=1e-6, rtol=1e-6)
+
+
+# ============================================================================================
+# Part 2: the library (CMU 11-785 HW1P1)
+# ============================================================================================
+
+# --- references -----------------------------------------------------------------------------
+
+
+class Identity:
+    def forward(self, Z):
+        return Z
+
+    def backward(self, dLdA):
+        return dLdA
+
+
+class MSELoss:
+    def forward(self, A, Y):
+        self.A, self.Y = A, Y
+        return ((A - Y) ** 2).sum() / A.numel()
+
+    def backward(self):
+        return 2 * (self.A - self.Y) / self.A.numel()
+
+
+class CrossEntropyLoss:
+    def forward(self, A, Y):
+        shifted = A - A.max(dim=1, keepdim=True).values
+        log_p = shifted - torch.log(torch.exp(shifted).sum(dim=1, keepdim=True))
+        self.P, self.Y = torch.exp(log_p), Y
+        return -(Y * log_p).sum() / A.shape[0]
+
+    def backward(self):
+        return (self.P - self.Y) / self.Y.shape[0]
+
+
+class BatchNorm1d:
+    def __init__(self, num_features, alpha=0.9, eps=1e-8):
+        self.alpha, self.eps = alpha, eps
+        self.BW, self.Bb = torch.ones(num_features), torch.zeros(num_features)
+        self.running_M, self.running_V = torch.zeros(num_features), torch.ones(num_features)
+
+    def forward(self, Z, eval=False):
+        if eval:
+            NZ = (Z - self.running_M) / torch.sqrt(self.running_V + self.eps)
+            return self.BW * NZ + self.Bb
+        self.Z, self.M, self.V = Z, Z.mean(dim=0), Z.var(dim=0, unbiased=False)
+        self.NZ = (Z - self.M) / torch.sqrt(self.V + self.eps)
+        self.running_M = self.alpha * self.running_M + (1 - self.alpha) * self.M
+        self.running_V = self.alpha * self.running_V + (1 - self.alpha) * self.V
+        return self.BW * self.NZ + self.Bb
+
+    def backward(self, dLdBZ):
+        n = self.Z.shape[0]
+        self.dLdBW = (dLdBZ * self.NZ).sum(dim=0)
+        self.dLdBb = dLdBZ.sum(dim=0)
+        dLdNZ = dLdBZ * self.BW
+        inv_std = 1 / torch.sqrt(self.V + self.eps)
+        dLdV = -0.5 * (dLdNZ * (self.Z - self.M)).sum(dim=0) * inv_std ** 3
+        dLdM = -(dLdNZ * inv_std).sum(dim=0) - 2 / n * dLdV * (self.Z - self.M).sum(dim=0)
+        return dLdNZ * inv_std + dLdV * 2 * (self.Z - self.M) / n + dLdM / n
+
+
+class MLP:
+    def __init__(self, layer_sizes, generator=None):
+        self.layers = []
+        for i in range(len(layer_sizes) - 1):
+            self.layers.append(Linear(layer_sizes[i], layer_sizes[i + 1], generator=generator))
+            if i < len(layer_sizes) - 2:
+                self.layers.append(ReLU())
+
+    def forward(self, A):
+        for layer in self.layers:
+            A = layer.forward(A)
+        return A
+
+    def backward(self, dLdZ):
+        for layer in reversed(self.layers):
+            dLdZ = layer.backward(dLdZ)
+        return dLdZ
+
+
+class SGD:
+    def __init__(self, model, lr, momentum=0.0):
+        self.model, self.lr, self.momentum = model, lr, momentum
+        self.v = {}
+
+    def step(self):
+        for k, layer in enumerate(self.model.layers):
+            for p, g in (("W", "dLdW"), ("b", "dLdb"), ("BW", "dLdBW"), ("Bb", "dLdBb")):
+                if hasattr(layer, p):
+                    param, grad = getattr(layer, p), getattr(layer, g)
+                    v = self.v.get((k, p))
+                    v = grad.clone() if v is None else self.momentum * v + grad
+                    self.v[(k, p)] = v
+                    param -= self.lr * v
+
+
+def _identity_grads(Z, G):
+    return Z.clone(), G.clone()
+
+
+def _loss_grads(fn):
+    def grads(A, Y):
+        L, (g,) = _autograd(lambda A_: fn(A_, Y), (A,), torch.tensor(1.0, dtype=A.dtype))
+        return L, g
+    return grads
+
+
+def _mse(A, Y):
+    return ((A - Y) ** 2).mean()
+
+
+def _ce(A, Y):
+    return -(Y * F.log_softmax(A, dim=1)).sum(dim=1).mean()
+
+
+def _bn_train(Z, G, BW, Bb, rM, rV, alpha, eps):
+    """BatchNorm1d's training forward and backward, by autograd: a dict of BZ, the running
+    statistics after it, dLdZ, dLdBW and dLdBb."""
+    def f(Z_, BW_, Bb_):
+        M, V = Z_.mean(0), Z_.var(0, unbiased=False)
+        return BW_ * (Z_ - M) / torch.sqrt(V + eps) + Bb_
+    BZ, (gZ, gBW, gBb) = _autograd(f, (Z, BW, Bb), G)
+    M, V = Z.mean(0), Z.var(0, unbiased=False)
+    return {"BZ": BZ, "running_M": alpha * rM + (1 - alpha) * M,
+            "running_V": alpha * rV + (1 - alpha) * V, "dLdZ": gZ, "dLdBW": gBW, "dLdBb": gBb}
+
+
+def _bn_eval(Z, BW, Bb, rM, rV, eps):
+    return BW * (Z - rM) / torch.sqrt(rV + eps) + Bb
+
+
+def _bn_variant(unbiased=False, eps_outside=False, swap=False, grad="full"):
+    """BatchNorm1d's training pass with one mistake, of the reference's arguments."""
+    def run(Z, G, BW, Bb, rM, rV, alpha, eps):
+        n = Z.shape[0]
+        M, V = Z.mean(0), Z.var(0, unbiased=unbiased)
+        std = torch.sqrt(V) + eps if eps_outside else torch.sqrt(V + eps)
+        NZ = (Z - M) / std
+        a = 1 - alpha if swap else alpha
+        dNZ = G * BW
+        if grad == "direct":
+            gZ = dNZ / std
+        elif grad == "no variance path":
+            gZ = (dNZ - dNZ.mean(0)) / std
+        else:
+            gZ = (dNZ - dNZ.mean(0) - NZ * (dNZ * NZ).sum(0) / (n - 1 if unbiased else n)) / std
+        return {"BZ": BW * NZ + Bb, "running_M": a * rM + (1 - a) * M,
+                "running_V": a * rV + (1 - a) * V, "dLdZ": gZ, "dLdBW": (G * NZ).sum(0),
+                "dLdBb": G.sum(0)}
+    return run
+
+
+def _mlp_grads(params, A, G):
+    """Forward and backward of Linear, ReLU, ..., Linear with the given (W, b), by autograd."""
+    leaves = [x.detach().clone().requires_grad_() for p in params for x in p]
+    A_ = A.detach().clone().requires_grad_()
+    out = A_
+    for i in range(len(params)):
+        out = out @ leaves[2 * i] + leaves[2 * i + 1]
+        if i < len(params) - 1:
+            out = torch.relu(out)
+    grads = torch.autograd.grad(out, [A_, *leaves], G)
+    return {"out": out.detach(), "dLdA": grads[0],
+            "grads": [(grads[1 + 2 * i], grads[2 + 2 * i]) for i in range(len(params))]}
+
+
+def _sgd_run(spec, grads, lr, momentum, reset=False, dampening=False, skip=()):
+    """The parameters (W, b, BW, Bb of each layer in order) after every step."""
+    params = [[k, name, v.clone()] for k, (_, tensors) in enumerate(spec)
+              for name, v in tensors.items() if name in ("W", "b", "BW", "Bb")]
+    vel, out = {}, []
+    for step in grads:
+        for k, name, p in params:
+            if name in skip:
+                continue
+            g = step[k][name]
+            v = vel.get((k, name))
+            if v is None or reset:
+                v = (1 - momentum) * g if dampening else g.clone()
+            else:
+                v = momentum * v + ((1 - momentum) * g if dampening else g)
+            vel[(k, name)] = v
+            p -= lr * v
+        out.append([p.clone() for _, _, p in params])
+    return out
+
+
+REFERENCES.update({
+    "Identity.grads": _identity_grads,
+    "MSELoss.grads": _loss_grads(_mse),
+    "CrossEntropyLoss.grads": _loss_grads(_ce),
+    "BatchNorm1d.train": _bn_train,
+    "BatchNorm1d.eval": _bn_eval,
+    "MLP.grads": _mlp_grads,
+    "SGD.run": _sgd_run,
+})
+
+
+def _softmax(A):
+    return torch.softmax(A, 1)
+
+
+LIKELY.update({
+    "Identity.dLdZ": {
+        "the local derivative alone: backward returns dLdA * 1 = dLdA (chain rule), not ones":
+            lambda Z, G: torch.ones_like(G),
+        "backward returns Z instead of dLdA": lambda Z, G: Z.clone(),
+    },
+    "MSELoss.L": {
+        "divided by n only: the mean is over all n * C entries":
+            lambda A, Y: ((A - Y) ** 2).sum() / A.shape[0],
+        "a sum without the mean (divide by n * C)": lambda A, Y: ((A - Y) ** 2).sum(),
+        "the square root of the mean (that is the RMSE)":
+            lambda A, Y: torch.sqrt(((A - Y) ** 2).mean()),
+    },
+    "MSELoss.dLdA": {
+        "the factor 2 is missing: d/dA of (A - Y)**2 is 2 (A - Y)":
+            lambda A, Y: (A - Y) / A.numel(),
+        "divided by n only: the loss is the mean over all n * C entries":
+            lambda A, Y: 2 * (A - Y) / A.shape[0],
+        "not divided by n * C: the loss is the mean of the squared errors":
+            lambda A, Y: 2 * (A - Y),
+        "the sign is flipped: the gradient is 2 (A - Y) / (n C), not 2 (Y - A) / (n C)":
+            lambda A, Y: 2 * (Y - A) / A.numel(),
+    },
+    "CrossEntropyLoss.L": {
+        "a sum over the batch instead of the mean": lambda A, Y: _ce(A, Y) * A.shape[0],
+        "the mean over all n * C entries instead of over the n rows":
+            lambda A, Y: _ce(A, Y) / A.shape[1],
+        "the log is missing (mean of the probability of the true class)":
+            lambda A, Y: -(_softmax(A) * Y).sum(1).mean(),
+    },
+    "CrossEntropyLoss.dLdA": {
+        "gradient not divided by the batch size: the loss is the mean over the rows, so "
+        "dL/dA = (softmax(A) - Y) / n": lambda A, Y: _softmax(A) - Y,
+        "the sign is flipped: (softmax(A) - Y) / n, not (Y - softmax(A)) / n":
+            lambda A, Y: (Y - _softmax(A)) / A.shape[0],
+        "Y is not subtracted: (softmax(A) - Y) / n": lambda A, Y: _softmax(A) / A.shape[0],
+    },
+    "BatchNorm1d.train": {
+        "the unbiased variance (divided by n - 1): batch norm uses the biased variance, the "
+        "mean of (Z - M)**2 over the batch (unbiased=False)": _bn_variant(unbiased=True),
+        "eps outside the square root: NZ = (Z - M) / sqrt(V + eps)":
+            _bn_variant(eps_outside=True),
+        "alpha on the wrong term: running_M = alpha * running_M + (1 - alpha) * M":
+            _bn_variant(swap=True),
+        "dLdZ misses the paths through the batch mean and variance (M and V depend on Z "
+        "too): dLdNZ / sqrt(V + eps) is only the direct path": _bn_variant(grad="direct"),
+        "dLdZ misses the path through the batch variance V (it depends on Z too)":
+            _bn_variant(grad="no variance path"),
+    },
+    "BatchNorm1d.eval": {
+        "eval=True normalises with the batch's own statistics; in evaluation use running_M "
+        "and running_V": lambda Z, BW, Bb, rM, rV, eps: BW * (Z - Z.mean(0)) / torch.sqrt(
+            Z.var(0, unbiased=False) + eps) + Bb,
+        "running_V used as a standard deviation: divide by sqrt(running_V + eps)":
+            lambda Z, BW, Bb, rM, rV, eps: BW * (Z - rM) / (rV + eps) + Bb,
+    },
+    "MLP.grads": {
+        "a ReLU after the last Linear: the last layer gives the output unchanged":
+            lambda params, A, G: {"out": torch.relu(_mlp_grads(params, A, G)["out"])},
+    },
+    "SGD.run": {
+        "the velocity is reset at every step (momentum has no effect): keep v between steps "
+        "(one per parameter, in the optimiser)":
+            lambda spec, grads, lr, momentum: _sgd_run(spec, grads, lr, momentum, reset=True),
+        "dampening: v = momentum * v + grad, not momentum * v + (1 - momentum) * grad":
+            lambda spec, grads, lr, momentum: _sgd_run(spec, grads, lr, momentum,
+                                                       dampening=True),
+        "BatchNorm1d's BW and Bb are not updated":
+            lambda spec, grads, lr, momentum: _sgd_run(spec, grads, lr, momentum,
+                                                       skip=("BW", "Bb")),
+        "the biases b are not updated":
+            lambda spec, grads, lr, momentum: _sgd_run(spec, grads, lr, momentum, skip=("b",)),
+    },
+})
+
+
+# --- hidden checks: part 2 ----------------------------------------------------------------
+
+
+@CHAPTER.hidden("Identity")
+def hidden_Identity(t, cls):
+    for k, (shape, dtype) in enumerate(itertools.product(((5, 3), (4, 4), (1, 7)),
+                                                         (torch.float64, torch.float32))):
+        with t.case(f"Z {shape} {dt(dtype)}"):
+            identity_case(t, cls, randn(*shape, seed=200 + k, dtype=dtype),
+                          randn(*shape, seed=300 + k, dtype=dtype), "random")
+
+
+def _loss_gradcheck(t, name, cls, A, Y):
+    layer = make(t, cls, (), f"{name}()")
+    what = f"gradient check of {name}() on A {tuple(A.shape)}"
+    forward, backward = method(layer, "forward", what), method(layer, "backward", what)
+    num = lib_call(t, lambda: _central(lambda a: float(forward(a, Y)), A),
+                   what=f"{what}: forward")
+    lib_call(t, forward, A, Y, what=f"{what}: forward")
+    got = lib_call(t, backward, what=f"{what}: backward()")
+    expect_tensor(got, num, what="backward() against central differences of your forward",
+                  atol=1e-6, rtol=1e-6)
+
+
+def _loss_last_forward(t, name, cls, A1, A2, Y, fn):
+    layer = make(t, cls, (), f"{name}()")
+    what = f"{name}(): forward(A1, Y), forward(A2, Y), then backward()"
+    forward, backward = method(layer, "forward", what), method(layer, "backward", what)
+    lib_call(t, forward, A1, Y, what=what)
+    lib_call(t, forward, A2, Y, what=what)
+    got = lib_call(t, backward, what=what)
+    expect_tensor(got, _loss_grads(fn)(A2, Y)[1], what=what,
+                  likely={"the state of the first forward is used, not that of the last":
+                          lambda: _loss_grads(fn)(A1, Y)[1]}, **tol(torch.float64, 10))
+
+
+def _onehot_of(n, C, seed, dtype=torch.float64):
+    return F.one_hot(torch.randint(0, C, (n,), generator=gen(seed)), C).to(dtype)
+
+
+@CHAPTER.hidden("MSELoss")
+def hidden_MSELoss(t, cls):
+    for k, ((n, C), dtype) in enumerate(itertools.product(((5, 3), (4, 4), (1, 6), (64, 10)),
+                                                          (torch.float64, torch.float32))):
+        with t.case(f"A, Y ({n}, {C}) {dt(dtype)}"):
+            loss_case(t, "MSELoss", cls, randn(n, C, seed=400 + k, dtype=dtype),
+                      randn(n, C, seed=500 + k, dtype=dtype), "random")
+    with t.case("backward uses the last forward"):
+        _loss_last_forward(t, "MSELoss", cls, randn(3, 2, seed=601), randn(3, 2, seed=602),
+                           randn(3, 2, seed=603), _mse)
+    with t.case("gradient check by central differences"):
+        _loss_gradcheck(t, "MSELoss", cls, randn(3, 4, seed=604), randn(3, 4, seed=605))
+
+
+@CHAPTER.hidden("CrossEntropyLoss")
+def hidden_CrossEntropyLoss(t, cls):
+    for k, ((n, C), dtype) in enumerate(itertools.product(((5, 3), (4, 4), (1, 10), (64, 10)),
+                                                          (torch.float64, torch.float32))):
+        with t.case(f"A, Y ({n}, {C}) {dt(dtype)}"):
+            loss_case(t, "CrossEntropyLoss", cls, randn(n, C, seed=700 + k, dtype=dtype) * 3,
+                      _onehot_of(n, C, 800 + k, dtype), "random")
+    with t.case("logits of +-1e4: finite, no NaN or inf", weight=2):
+        A = torch.sign(randn(6, 4, seed=810)) * 1e4 + randn(6, 4, seed=811)
+        loss_case(t, "CrossEntropyLoss", cls, A, _onehot_of(6, 4, 812),
+                  "large: subtract each row's max before exp")
+    with t.case("backward uses the last forward"):
+        Y = _onehot_of(3, 4, 813)
+        _loss_last_forward(t, "CrossEntropyLoss", cls, randn(3, 4, seed=814),
+                           randn(3, 4, seed=815), Y, _ce)
+    with t.case("gradient check by central differences"):
+        _loss_gradcheck(t, "CrossEntropyLoss", cls, randn(3, 4, seed=816), _onehot_of(3, 4, 817))
+
+
+def _bn_running(t, cls):
+    """Three training forwards: the running statistics follow the exponential average."""
+    d, alpha = 3, 0.8
+    Zs = [randn(6, d, seed=900 + i) * (1 + i) + i for i in range(3)]
+    what = f"BatchNorm1d({d}, alpha={alpha}): three training forwards"
+    layer = bn_layer(t, cls, (d,), {"alpha": alpha}, what)
+    layer.BW, layer.Bb = torch.ones(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64)
+    layer.running_M = torch.zeros(d, dtype=torch.float64)
+    layer.running_V = torch.ones(d, dtype=torch.float64)
+    M, V = torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64)
+    forward = method(layer, "forward", what)
+    for Z in Zs:
+        lib_call(t, forward, Z, what=f"{what}: forward(Z)")
+        M = alpha * M + (1 - alpha) * Z.mean(0)
+        V = alpha * V + (1 - alpha) * Z.var(0, unbiased=False)
+    for name, want in (("running_M", M), ("running_V", V)):
+        expect_tensor(bn_attr(layer, name, what), want, what=f"{what}: {name} after them",
+                      check_dtype=False, **tol(torch.float64, 10))
+
+
+def _bn_gradcheck(t, cls):
+    d, n = 3, 5
+    BW, Bb = 1 + randn(d, seed=950) / 2, randn(d, seed=951)
+    Z, G = randn(n, d, seed=952), randn(n, d, seed=953)
+    what = "gradient check of BatchNorm1d(3, eps=1e-3) with L = sum(forward(Z) * G)"
+    layer = bn_layer(t, cls, (d,), {"eps": 1e-3}, what)
+    forward, backward = method(layer, "forward", what), method(layer, "backward", what)
+
+    def loss_with(name):
+        def f(x):
+            setattr(layer, name, x)
+            return float((forward(Z) * G).sum())
+        return f
+
+    layer.BW, layer.Bb = BW.clone(), Bb.clone()
+    num_Z = lib_call(t, lambda: _central(lambda z: float((forward(z) * G).sum()), Z),
+                     what=f"{what}: forward")
+    num_BW = lib_call(t, lambda: _central(loss_with("BW"), BW), what=f"{what}: forward")
+    layer.BW = BW.clone()
+    num_Bb = lib_call(t, lambda: _central(loss_with("Bb"), Bb), what=f"{what}: forward")
+    layer.Bb = Bb.clone()
+    lib_call(t, forward, Z, what=f"{what}: forward")
+    got_Z = lib_call(t, backward, G, what=f"{what}: backward")
+    for name, got, num in (("dLdZ", got_Z, num_Z), ("dLdBW", getattr(layer, "dLdBW", None),
+                                                      num_BW),
+                           ("dLdBb", getattr(layer, "dLdBb", None), num_Bb)):
+        expect_tensor(got, num, what=f"{what}: {name} against central differences of your "
+                      "forward", atol=1e-6, rtol=1e-6)
+
+
+@CHAPTER.hidden("BatchNorm1d")
+def hidden_BatchNorm1d(t, cls):
+    with t.case("BatchNorm1d(5): the initial attributes"):
+        bn_constructor(t, cls, 5)
+    for k, ((n, d), dtype, alpha, eps) in enumerate((
+            ((8, 4), torch.float64, 0.9, 1e-8), ((4, 4), torch.float64, 0.5, 0.1),
+            ((16, 3), torch.float32, 0.9, 1e-5), ((2, 5), torch.float64, 0.7, 0.01),
+            ((64, 10), torch.float64, 0.99, 1e-3))):
+        Z = randn(n, d, seed=1000 + k, dtype=dtype) * 2 + 1
+        G = randn(n, d, seed=1100 + k, dtype=dtype)
+        bn_case(t, cls, Z, G, bn_state(d, dtype, 1200 + 10 * k), alpha, eps,
+                f"Z ({n}, {d}) {dt(dtype)}, alpha {alpha}, eps {eps}")
+    with t.case("the running statistics over three training forwards"):
+        _bn_running(t, cls)
+    with t.case("gradient check by central differences", weight=2):
+        _bn_gradcheck(t, cls)
+
+
+@CHAPTER.hidden("MLP")
+def hidden_MLP(t, cls):
+    for k, (sizes, n, dtype) in enumerate((
+            ((3, 2), 4, torch.float64), ((4, 4, 4), 4, torch.float64),
+            ((5, 7, 3, 2), 6, torch.float64), ((6, 8, 4), 16, torch.float32))):
+        with t.case(f"MLP({list(sizes)}) on A ({n}, {sizes[0]}) {dt(dtype)}"):
+            mlp_forward_backward(t, cls, sizes, n, dtype, 1300 + 100 * k, "random")
+    with t.case("the generator: the same seed gives the same weights, another seed others"):
+        a, _ = mlp_layers(t, cls, (4, 3, 2), 7)
+        b, _ = mlp_layers(t, cls, (4, 3, 2), 7)
+        c, _ = mlp_layers(t, cls, (4, 3, 2), 8)
+        Wa, Wb, Wc = (t.build("backprop.layer_access", m).method("linears")[0].W
+                      for m in (a, b, c))
+        if not torch.equal(Wa, Wb) or torch.equal(Wa, Wc):
+            raise Mismatch("MLP([4, 3, 2], generator=g): the weights do not follow the "
+                           "generator\n  likely cause: the generator is not passed on to "
+                           "Linear(..., generator=generator)")
+
+
+@CHAPTER.hidden("SGD")
+def hidden_SGD(t, cls):
+    spec = sgd_spec(torch.float64, 1400)
+    sgd_case(t, cls, spec, sgd_grads(spec, 2, 1410), 0.5, 0.0, "momentum 0: plain SGD, 2 steps")
+    spec = sgd_spec(torch.float64, 1500)
+    sgd_case(t, cls, spec, sgd_grads(spec, 5, 1510), 0.05, 0.5,
+             "momentum 0.5, lr 0.05, 5 steps (the velocity is kept across steps)", weight=2)
+    spec = sgd_spec(torch.float64, 1600, bn=False)
+    sgd_case(t, cls, spec, sgd_grads(spec, 3, 1610), 0.1, 0.9,
+             "a model without BatchNorm1d, momentum 0.9")
+    spec = sgd_spec(torch.float32, 1700)
+    sgd_case(t, cls, spec, sgd_grads(spec, 3, 1710), 0.01, 0.99, "float32, momentum 0.99")

@@ -18,6 +18,7 @@ from grader.checks.optimization import (
     cosine_case,
     gd_case,
     optimizer_case,
+    warmup_case,
     zero_grad_case,
 )
 
@@ -39,6 +40,12 @@ def cosine_lr(step, total_steps, lr_max, lr_min=0.0):
     if step >= total_steps:
         return float(lr_min)
     return lr_min + (lr_max - lr_min) * (1 + math.cos(math.pi * step / total_steps)) / 2
+
+
+def cosine_warmup_lr(step, total_steps, warmup_steps, lr_max, lr_min=0.0):
+    if step < warmup_steps:
+        return lr_max * step / warmup_steps
+    return cosine_lr(step - warmup_steps, total_steps - warmup_steps, lr_max, lr_min)
 
 
 class _Optimizer:
@@ -248,6 +255,14 @@ LIKELY = {
         "after total_steps the rate should stay at lr_min (not clamped)":
             lambda s, n, hi, lo: lo + (hi - lo) * (1 + math.cos(math.pi * s / n)) / 2,
     },
+    "cosine_warmup_lr": {
+        "the cosine part should start after the warm-up: use (step - warmup_steps) / "
+        "(total_steps - warmup_steps)": lambda s, n, w, hi, lo: hi * s / w if s < w
+        else cosine_lr(s, n, hi, lo),
+        "the warm-up should rise linearly from 0 to lr_max: lr_max * step / warmup_steps":
+            lambda s, n, w, hi, lo: lo + (hi - lo) * s / w if s < w
+            else cosine_lr(s - w, n - w, hi, lo),
+    },
     "momentum_run": _runs(**{
         "the velocity is reset at every step (v must persist across step() calls)":
             _MomentumReset,
@@ -299,12 +314,12 @@ def hidden_gd_contraction(t, fn):
     contraction_case(t, fn, torch.tensor([2.0]), 0.5, "one eigenvalue, lr = 1 / lambda: 0")
 
 
-def _grads(shapes, steps, seed, dtype, scale=1.0, zero_every=0, none_for=()):
+def _grads(shapes, steps, seed, dtype, scale=1.0, zero_every=0, none_for=(), none_odd=()):
     out = []
     for k in range(steps):
         row = []
         for j, shape in enumerate(shapes):
-            if j in none_for:
+            if j in none_for or (j in none_odd and k % 2):
                 row.append(None)
             elif zero_every and k % zero_every == zero_every - 1:
                 row.append(torch.zeros(shape, dtype=dtype))
@@ -330,6 +345,11 @@ def hidden_optimizer(t, Cls, kind, defaults, other):
     optimizer_case(t, Cls, kind, inits, _grads(shapes, 15, 400, torch.float64, scale=1e-9),
                    {**defaults, "lr": 0.1},
                    "tiny gradients (~1e-9): where eps goes matters")
+    if kind != "adam":  # Adam's bias correction counts the steps of each parameter
+        optimizer_case(t, Cls, kind, inits, _grads(shapes, 12, 500, torch.float64,
+                                                   none_odd=(0,)), other,
+                       "a parameter whose .grad is None every other step (skipped, its state "
+                       "untouched)")
     zero_grad_case(t, Cls, inits, defaults)
     with t.case("no torch.optim: not a subclass of torch.optim.Optimizer"):
         from grader.checks.optimization import make_optimizer
@@ -365,3 +385,14 @@ def hidden_cosine_lr(t, fn):
         cosine_case(t, fn, step, total, hi, lo, f"step {step} of {total}")
 
 
+
+
+@CHAPTER.hidden("cosine_warmup_lr")
+def hidden_cosine_warmup_lr(t, fn):
+    for step, total, warmup, hi, lo in ((0, 20, 5, 1.0, 0.0), (2, 20, 5, 1.0, 0.0),
+                                        (5, 20, 5, 1.0, 0.0), (12, 20, 5, 1.0, 0.0),
+                                        (20, 20, 5, 1.0, 0.0), (30, 20, 5, 1.0, 0.0),
+                                        (3, 50, 4, 0.2, 0.05), (27, 50, 4, 0.2, 0.05),
+                                        (7, 30, 0, 0.2, 0.05), (1, 2, 1, 0.4, 0.1)):
+        warmup_case(t, fn, step, total, warmup, hi, lo,
+                    f"step {step} of {total}, {warmup} warm-up steps")

@@ -271,3 +271,354 @@ def visible_numerical_gradient(t, fn):
     with t.case("worked example: f(x) = sum(c * sin(2 x)) + 0.1 * sum(x**2)**2, x (2, 3)",
                 weight=2):
         ng_case(t, fn, x, 1e-3, "worked example")
+
+
+# ============================================================================================
+# Part 2: the library of CMU 11-785 HW1P1 (Identity, MSELoss, CrossEntropyLoss, BatchNorm1d,
+# MLP, SGD). No autograd, and nothing of torch.nn or the library softmax functions.
+# ============================================================================================
+
+_T = torch.Tensor
+LIBRARY_FORBIDDEN = {
+    **NO_AUTOGRAD,
+    torch.softmax: "torch.softmax", _T.softmax: "Tensor.softmax",
+    torch.log_softmax: "torch.log_softmax", _T.log_softmax: "Tensor.log_softmax",
+    torch.logsumexp: "torch.logsumexp", _T.logsumexp: "Tensor.logsumexp",
+    torch.special.softmax: "torch.special.softmax",
+    torch.special.log_softmax: "torch.special.log_softmax",
+    torch.special.logsumexp: "torch.special.logsumexp",
+    torch.batch_norm: "torch.batch_norm",
+}
+NO_TORCH_NN = [("torch.nn", None, "torch.nn")]
+
+
+def lib_call(t, fn, *args, what):
+    return t.call(fn, *args, what=what, forbidden=LIBRARY_FORBIDDEN, forbidden_python=NO_TORCH_NN)
+
+
+def scalar_of(L, dtype):
+    """A Python number returned for a loss is read as a 0-d tensor of the input's dtype."""
+    if isinstance(L, float | int) and not isinstance(L, bool):
+        return torch.tensor(float(L), dtype=dtype)
+    return L
+
+
+# --- Identity ------------------------------------------------------------------------------
+
+
+def identity_case(t, cls, Z, G, label):
+    A_ref, gZ = t.ref("Identity.grads", Z, G)
+    likely = t.likely("Identity.dLdZ", Z, G)
+    what = f"Identity() on Z {tuple(Z.shape)} {dt(Z.dtype)} ({label})"
+    layer = make(t, cls, (), "Identity()")
+    A = lib_call(t, method(layer, "forward", what), Z, what=f"{what}: forward(Z)")
+    expect_tensor(A, A_ref, what=f"{what}: forward(Z)", inputs={"Z": Z}, atol=0, rtol=0)
+    dLdZ = lib_call(t, method(layer, "backward", what), G, what=f"{what}: backward(dLdA)")
+    expect_tensor(dLdZ, gZ, what=f"{what}: backward(dLdA)", inputs={"dLdA": G}, likely=likely,
+                  atol=0, rtol=0)
+
+
+@CHAPTER.visible("Identity", points=1)
+def visible_Identity(t, cls):
+    with t.case("worked example: Z and dLdA of shape (3, 4), float64", weight=2):
+        identity_case(t, cls, ACT_Z, ACT_G, "worked example")
+
+
+# --- MSELoss and CrossEntropyLoss ----------------------------------------------------------
+
+
+def loss_case(t, name, cls, A, Y, label):
+    """forward(A, Y) (a 0-d tensor) and backward() (dL/dA) of the loss class `name`."""
+    L_ref, g = t.ref(f"{name}.grads", A, Y)
+    likely_L = t.likely(f"{name}.L", A, Y)
+    likely_g = t.likely(f"{name}.dLdA", A, Y)
+    what = f"{name}() on A {tuple(A.shape)} {dt(A.dtype)} ({label})"
+    layer = make(t, cls, (), f"{name}()")
+    k = tol(A.dtype, 10 * max(1.0, float(A.abs().max())))
+    L = lib_call(t, method(layer, "forward", what), A, Y, what=f"{what}: forward(A, Y)")
+    expect_tensor(scalar_of(L, A.dtype), L_ref, what=f"{what}: forward(A, Y)",
+                  inputs={"A": A, "Y": Y}, likely=likely_L, **k)
+    dLdA = lib_call(t, method(layer, "backward", what), what=f"{what}: backward()")
+    expect_tensor(dLdA, g, what=f"{what}: backward()", inputs={"A": A, "Y": Y},
+                  likely=likely_g, **k)
+
+
+MSE_A = torch.tensor([[0.5, -1.0, 2.0], [1.5, 0.0, -0.5], [0.0, 2.0, 1.0], [-1.0, 0.5, 0.25]],
+                     dtype=torch.float64)
+MSE_Y = torch.tensor([[1.0, -1.0, 0.0], [1.0, 1.0, -1.0], [0.5, 2.0, 0.0], [0.0, 0.0, 1.0]],
+                     dtype=torch.float64)
+
+
+@CHAPTER.visible("MSELoss", points=1)
+def visible_MSELoss(t, cls):
+    with t.case("worked example: A and Y of shape (4, 3), float64", weight=2):
+        loss_case(t, "MSELoss", cls, MSE_A, MSE_Y, "worked example")
+
+
+CE_A = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, -1.0], [0.0, 0.0, 3.0], [1.0, -1.0, 0.0]],
+                    dtype=torch.float64)
+CE_Y = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0]], dtype=torch.float64)
+
+
+@CHAPTER.visible("CrossEntropyLoss", points=2)
+def visible_CrossEntropyLoss(t, cls):
+    with t.case("worked example: 4 examples, 3 classes, one-hot Y, float64", weight=2):
+        loss_case(t, "CrossEntropyLoss", cls, CE_A, CE_Y, "worked example")
+
+
+# --- BatchNorm1d ---------------------------------------------------------------------------
+
+BN_STATE = ("BW", "Bb", "running_M", "running_V")
+
+
+def bn_layer(t, cls, args, kwargs, what):
+    layer = t.call(cls, *args, what=what, **kwargs)
+    if not isinstance(layer, Handle):
+        raise Mismatch(f"{what} should make a layer object, but gave {fmt_value(layer)}")
+    return layer
+
+
+def bn_attr(layer, name, what):
+    v = _attr(layer, name)
+    if not isinstance(v, torch.Tensor):
+        raise Mismatch(f"{what} has no tensor attribute `{name}` (it is "
+                       f"{fmt_value(v) if not isinstance(v, Handle) else repr(v)})")
+    return v
+
+
+def bn_constructor(t, cls, num_features):
+    what = f"BatchNorm1d({num_features})"
+    layer = bn_layer(t, cls, (num_features,), {}, what)
+    for name, fill in (("BW", 1.0), ("Bb", 0.0), ("running_M", 0.0), ("running_V", 1.0)):
+        v = bn_attr(layer, name, what)
+        if tuple(v.shape) != (num_features,):
+            raise Mismatch(f"{what}.{name} has shape {tuple(v.shape)}, expected "
+                           f"({num_features},) (one value per feature)")
+        if not torch.equal(v, torch.full_like(v, fill)):
+            raise Mismatch(f"{what}.{name} should start as {'ones' if fill else 'zeros'}, "
+                           f"but it is {fmt_value(v)}")
+
+
+def bn_case(t, cls, Z, G, state, alpha, eps, label, weight=1.0):
+    """A training forward(Z) and backward(G) of BatchNorm1d(d, alpha, eps) with BW, Bb and the
+    running statistics set to `state`, then an eval forward on Z / 2 + 1 (`state` tensors: BW,
+    Bb, running_M, running_V)."""
+    n, d = Z.shape
+    BW, Bb, rM, rV = state
+    ref = t.ref("BatchNorm1d.train", Z, G, BW, Bb, rM, rV, alpha, eps)
+    likely = t.likely("BatchNorm1d.train", Z, G, BW, Bb, rM, rV, alpha, eps)
+    Z_eval = Z / 2 + 1
+    ref_eval = t.ref("BatchNorm1d.eval", Z_eval, BW, Bb, ref["running_M"], ref["running_V"], eps)
+    likely_eval = t.likely("BatchNorm1d.eval", Z_eval, BW, Bb, ref["running_M"],
+                           ref["running_V"], eps)
+    with t.case(label, weight=weight):
+        what = f"BatchNorm1d({d}, alpha={alpha}, eps={eps}) on Z ({n}, {d}) {dt(Z.dtype)}"
+        layer = bn_layer(t, cls, (d,), {"alpha": alpha, "eps": eps}, what)
+        layer.BW, layer.Bb, layer.running_M, layer.running_V = (x.clone() for x in state)
+        k = tol(Z.dtype, 100 * n)
+        out = lib_call(t, method(layer, "forward", what), Z, what=f"{what}: forward(Z)")
+        got = {"BZ": out}
+        for name in ("running_M", "running_V"):
+            got[name] = bn_attr(layer, name, f"{what}, after forward(Z),")
+        dLdZ = lib_call(t, method(layer, "backward", what), G, what=f"{what}: backward(dLdBZ)")
+        got["dLdZ"] = dLdZ
+        for name in ("dLdBW", "dLdBb"):
+            got[name] = _attr(layer, name)
+            if got[name] is None:
+                raise Mismatch(f"{what}: after backward, the layer has no attribute `{name}`\n"
+                               f"  likely cause: backward should set self.{name}")
+        for name, says in (("BZ", "forward(Z) in training"),
+                           ("running_M", "running_M after a training forward(Z)"),
+                           ("running_V", "running_V after a training forward(Z)"),
+                           ("dLdZ", "dLdZ returned by backward(dLdBZ)"),
+                           ("dLdBW", "dLdBW after backward(dLdBZ)"),
+                           ("dLdBb", "dLdBb after backward(dLdBZ)")):
+            cause = {c: v[name] for c, v in likely.items() if isinstance(v, dict)}
+            expect_tensor(got[name], ref[name], what=f"{what}: {says}",
+                          inputs={"Z": Z, "dLdBZ": G} if name.startswith("dLd") else {"Z": Z},
+                          likely=cause, check_dtype=name not in ("running_M", "running_V"), **k)
+    with t.case(f"{label}: then forward(Z / 2 + 1, eval=True)", weight=weight):
+        what = f"BatchNorm1d({d}, alpha={alpha}, eps={eps}) on Z ({n}, {d}) {dt(Z.dtype)}"
+        layer = bn_layer(t, cls, (d,), {"alpha": alpha, "eps": eps}, what)
+        layer.BW, layer.Bb, layer.running_M, layer.running_V = (x.clone() for x in state)
+        lib_call(t, method(layer, "forward", what), Z, what=f"{what}: forward(Z)")
+        k = tol(Z.dtype, 100 * n)
+        before = {name: bn_attr(layer, name, what) for name in BN_STATE}
+        out = t.call(method(layer, "forward", what), Z_eval, eval=True,
+                     what=f"{what}: forward(Z / 2 + 1, eval=True)", forbidden=LIBRARY_FORBIDDEN,
+                     forbidden_python=NO_TORCH_NN)
+        for name in BN_STATE:
+            now = bn_attr(layer, name, what)
+            if now.shape != before[name].shape or not torch.equal(now, before[name]):
+                raise Mismatch(f"{what}: forward(..., eval=True) changed {name}\n  likely cause: "
+                               "the running statistics are updated in eval mode too; evaluation "
+                               "only reads them (update them only when eval=False)")
+        expect_tensor(out, ref_eval, what=f"{what}: forward(Z / 2 + 1, eval=True) after the "
+                      "training forward", inputs={"Z / 2 + 1": Z_eval}, likely=likely_eval, **k)
+
+
+def bn_state(d, dtype, seed):
+    return (1 + randn(d, seed=seed, dtype=dtype) / 2, randn(d, seed=seed + 1, dtype=dtype) / 2,
+            randn(d, seed=seed + 2, dtype=dtype) / 2,
+            0.5 + torch.rand(d, generator=gen(seed + 3), dtype=dtype))
+
+
+@CHAPTER.visible("BatchNorm1d", points=3)
+def visible_BatchNorm1d(t, cls):
+    with t.case("worked example: BatchNorm1d(3) starts with BW ones, Bb zeros, running_M zeros, "
+                "running_V ones"):
+        bn_constructor(t, cls, 3)
+    Z = torch.tensor([[1.0, 2.0, -1.0], [3.0, 0.0, 0.5], [-1.0, 1.0, 2.0], [2.0, -2.0, 0.0],
+                      [0.5, 1.5, 1.0]], dtype=torch.float64)
+    G = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.0, -0.5], [-1.5, 2.0, 1.0], [0.0, 1.0, 0.5],
+                      [2.0, -0.5, -1.0]], dtype=torch.float64)
+    state = (torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64),
+             torch.tensor([0.0, -1.0, 0.5], dtype=torch.float64),
+             torch.tensor([0.5, 0.0, -0.5], dtype=torch.float64),
+             torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64))
+    bn_case(t, cls, Z, G, state, 0.9, 0.01,
+            "worked example: Z (5, 3), alpha = 0.9, eps = 0.01, float64", weight=2)
+
+
+# --- MLP -----------------------------------------------------------------------------------
+
+
+def mlp_layers(t, cls, sizes, seed):
+    """The student's MLP(sizes, generator) and the description of its layers (checked)."""
+    what = f"MLP({list(sizes)}, generator=g)"
+    model = make(t, cls, (list(sizes), gen(seed)), what)
+    info = t.build("backprop.describe_layers", model)
+    if "error" in info:
+        raise Mismatch(f"{what}: {info['error']}; the model needs an attribute `layers`, a list")
+    layers = info["layers"]
+    expected = []
+    for i in range(len(sizes) - 1):
+        expected.append(("Linear", (sizes[i], sizes[i + 1])))
+        if i < len(sizes) - 2:
+            expected.append(("ReLU", None))
+    names = [entry["class"] for entry in layers]
+    want = [name for name, _ in expected]
+    if names != want:
+        cause = ""
+        if names == want + ["ReLU"]:
+            cause = ("\n  likely cause: a ReLU after the last Linear; the last layer gives the "
+                     "logits (nothing after the last Linear)")
+        elif len(names) < len(want) and "ReLU" not in names:
+            cause = "\n  likely cause: the ReLU layers between the Linear layers are missing"
+        raise Mismatch(f"{what}.layers is [{', '.join(names)}], expected "
+                       f"[{', '.join(want)}]{cause}")
+    for k, (entry, (name, shape)) in enumerate(zip(layers, expected)):
+        if name == "Linear" and (entry["W"] != shape or entry["b"] != (shape[1],)):
+            raise Mismatch(f"{what}.layers[{k}] has W {entry['W']} and b {entry['b']}, expected "
+                           f"W {shape} and b ({shape[1]},): Linear(sizes[i], sizes[i + 1])")
+    relu_ids = [entry["id"] for entry in layers if entry["class"] == "ReLU"]
+    if len(set(relu_ids)) != len(relu_ids):
+        raise Mismatch(f"{what}.layers holds the same ReLU object several times\n  likely cause: "
+                       "one ReLU instance shared by every hidden layer; each ReLU stores the Z "
+                       "of its own forward, so each position needs its own ReLU()")
+    return model, what
+
+
+def mlp_params(sizes, dtype, seed):
+    return [(randn(sizes[i], sizes[i + 1], seed=seed + 2 * i, dtype=dtype) / 2,
+             randn(sizes[i + 1], seed=seed + 2 * i + 1, dtype=dtype) / 2)
+            for i in range(len(sizes) - 1)]
+
+
+def mlp_forward_backward(t, cls, sizes, n, dtype, seed, label):
+    params = mlp_params(sizes, dtype, seed)
+    A = randn(n, sizes[0], seed=seed + 50, dtype=dtype)
+    G = randn(n, sizes[-1], seed=seed + 51, dtype=dtype)
+    ref = t.ref("MLP.grads", params, A, G)
+    likely = t.likely("MLP.grads", params, A, G)
+    model, what = mlp_layers(t, cls, sizes, seed)
+    access = t.build("backprop.layer_access", model)
+    access.method("set_params", params)
+    label = f"MLP({list(sizes)}) on A ({n}, {sizes[0]}) {dt(dtype)} ({label})"
+    k = tol(dtype, 100 * max(sizes))
+    out = t.call(method(model, "forward", label), A, what=f"{label}: forward(A)",
+                 forbidden=NO_AUTOGRAD)
+    expect_tensor(out, ref["out"], what=f"{label}: forward(A)", inputs={"A": A},
+                  likely={c: v["out"] for c, v in likely.items() if isinstance(v, dict)}, **k)
+    dLdA = t.call(method(model, "backward", label), G, what=f"{label}: backward(dLdZ)",
+                  forbidden=NO_AUTOGRAD)
+    grads = access.method("grads")
+    for i, ((gW, gb), (rW, rb)) in enumerate(zip(grads, ref["grads"])):
+        for name, got, want in (("dLdW", gW, rW), ("dLdb", gb, rb)):
+            if got is None:
+                raise Mismatch(f"{label}: after backward, Linear layer {i} has no `{name}`\n"
+                               "  likely cause: backward does not run through every layer")
+            expect_tensor(got, want, what=f"{label}: {name} of Linear layer {i} after "
+                          "backward(dLdZ)", **k)
+    expect_tensor(dLdA, ref["dLdA"], what=f"dLdA returned by {label}: backward(dLdZ)",
+                  inputs={"dLdZ": G}, **k)
+
+
+@CHAPTER.visible("MLP", points=2)
+def visible_MLP(t, cls):
+    with t.case("worked example: MLP([4, 5, 6, 3]): its layers"):
+        mlp_layers(t, cls, (4, 5, 6, 3), 0)
+    with t.case("worked example: MLP([4, 5, 6, 3]) on A (3, 4), float64", weight=2):
+        mlp_forward_backward(t, cls, (4, 5, 6, 3), 3, torch.float64, 0, "worked example")
+
+
+# --- SGD -----------------------------------------------------------------------------------
+
+
+def sgd_case(t, cls, spec, grads, lr, momentum, label, weight=1.0):
+    """The student's SGD over a model of `spec` built in the kernel, stepped once per entry of
+    `grads`; the parameters after every step are compared with the reference run."""
+    expected = t.ref("SGD.run", spec, grads, lr, momentum)
+    likely = t.likely("SGD.run", spec, grads, lr, momentum)
+    with t.case(label, weight=weight):
+        what = f"SGD(model, lr={lr}, momentum={momentum})"
+        model = t.build("backprop.sgd_model", spec)
+        opt = t.call(lambda: model.method("make", cls, (lr,), {"momentum": momentum}),
+                     what=what, forbidden=LIBRARY_FORBIDDEN, forbidden_python=NO_TORCH_NN)
+        out = t.call(lambda: model.method("run", opt, grads), what=f"{what}.step()",
+                     forbidden=LIBRARY_FORBIDDEN, forbidden_python=NO_TORCH_NN)
+        k = tol(next(v for _, ts in spec for v in ts.values()).dtype, 10)
+        names = [f"layers[{i}].{p}" for i, (_, tensors) in enumerate(spec) for p in
+                 ("W", "b", "BW", "Bb") if p in tensors]
+        for s, (got_step, want_step) in enumerate(zip(out["values"], expected)):
+            for name, got, want in zip(names, got_step, want_step):
+                cause = {c: v[s][names.index(name)] for c, v in likely.items()
+                         if isinstance(v, list)}
+                expect_tensor(got, want, what=f"{what}: {name} after step {s + 1} of "
+                              f"{len(expected)}", likely=cause, **k)
+        if not out["same"]:
+            raise Mismatch(f"{what}.step() replaced the parameter tensors by new ones\n  likely "
+                           "cause: `layer.W = layer.W - lr * v` makes a new tensor; update in place "
+                           "(`layer.W -= lr * v`), so that every reference to the parameter sees "
+                           "the update")
+
+
+def sgd_spec(dtype, seed, bn=True):
+    """A model Linear(3, 2), ReLU, [BatchNorm1d(2),] Linear(2, 2)."""
+    spec = [("Linear", {"W": randn(3, 2, seed=seed, dtype=dtype),
+                        "b": randn(2, seed=seed + 1, dtype=dtype)}), ("ReLU", {})]
+    if bn:
+        spec.append(("BatchNorm1d", {"BW": 1 + randn(2, seed=seed + 2, dtype=dtype) / 4,
+                                     "Bb": randn(2, seed=seed + 3, dtype=dtype) / 4}))
+    spec.append(("Linear", {"W": randn(2, 2, seed=seed + 4, dtype=dtype),
+                            "b": randn(2, seed=seed + 5, dtype=dtype)}))
+    return spec
+
+
+def sgd_grads(spec, steps, seed):
+    out = []
+    for s in range(steps):
+        step = []
+        for i, (_, tensors) in enumerate(spec):
+            step.append({name: randn(*v.shape, seed=seed + 100 * s + 10 * i + j, dtype=v.dtype)
+                         for j, (name, v) in enumerate(tensors.items())})
+        out.append(step)
+    return out
+
+
+@CHAPTER.visible("SGD", points=2)
+def visible_SGD(t, cls):
+    spec = sgd_spec(torch.float64, 0)
+    sgd_case(t, cls, spec, sgd_grads(spec, 3, 10), 0.1, 0.9,
+             "worked example: Linear, ReLU, BatchNorm1d, Linear; 3 steps, lr 0.1, momentum 0.9",
+             weight=2)

@@ -111,13 +111,13 @@ def _same_run(a, b, tol) -> bool:
 
 def make_optimizer(t, Cls, inits, kwargs, what, iterator=False):
     """The student's optimiser over fresh parameters (leaf tensors that require grad)."""
-    problem = t.build("optimization.problem", inits)
-    opt = t.call(lambda: problem.method("make", Cls, iterator, kwargs), what=what,
+    params = t.build("optimization.params", inits)
+    opt = t.call(lambda: params.method("construct_optimiser", Cls, iterator, kwargs), what=what,
                  forbidden_python=[OPTIM])
     if isinstance(opt, Handle) and opt.is_a(OPTIMIZER_BASE):
         raise Mismatch(f"{what} is a torch.optim.Optimizer: write the optimiser from scratch, "
                        "without torch.optim (not even as a base class)")
-    return problem, opt
+    return params, opt
 
 
 def optimizer_case(t, Cls, kind, inits, grads, kwargs, label, *, iterator=False, weight=1.0):
@@ -130,8 +130,8 @@ def optimizer_case(t, Cls, kind, inits, grads, kwargs, label, *, iterator=False,
         what = f"{name}(params{', ' if args else ''}{args})"
         expected = t.ref(f"{kind}_run", inits, grads, kwargs)
         likely = t.likely(f"{kind}_run", inits, grads, kwargs)
-        problem, opt = make_optimizer(t, Cls, inits, kwargs, what, iterator)
-        out = t.call(lambda: problem.method("run", opt, grads), what=f"{what}.step()",
+        params, opt = make_optimizer(t, Cls, inits, kwargs, what, iterator)
+        out = t.call(lambda: params.method("step_optimiser", opt, grads), what=f"{what}.step()",
                      forbidden_python=[OPTIM])
         if not isinstance(out, dict):
             raise Mismatch(f"stepping {what} failed")
@@ -170,12 +170,12 @@ def describe_grads(grads, j) -> str:
 def zero_grad_case(t, Cls, inits, kwargs, label="zero_grad() sets every p.grad to None"):
     with t.case(label):
         what = "zero_grad()"
-        problem, opt = make_optimizer(t, Cls, inits, kwargs, "the optimiser")
+        params, opt = make_optimizer(t, Cls, inits, kwargs, "the optimiser")
         grads = [[torch.ones_like(x) for x in inits]]
-        t.call(lambda: problem.method("run", opt, grads), what="step()",
+        t.call(lambda: params.method("step_optimiser", opt, grads), what="step()",
                forbidden_python=[OPTIM])
         t.call(lambda: opt.method("zero_grad"), what=what, forbidden_python=[OPTIM])
-        after = problem.method("grads")
+        after = params.method("grads")
         if any(g is not None for g in after):
             zeros = all(g is None or not g.any() for g in after)
             raise Mismatch(f"after {what} some p.grad is not None"
@@ -228,3 +228,21 @@ def visible_cosine_lr(t, cosine_lr):
     for step in (0, 25, 100):
         cosine_case(t, cosine_lr, step, 100, 0.5, 0.01,
                     f"worked example: step {step} of 100, from 0.5 down to 0.01")
+
+
+# --- cosine_warmup_lr (D2L 12.11, the warm-up of its cosine scheduler) ------------------------
+
+
+def warmup_case(t, fn, step, total, warmup, lr_max, lr_min, label):
+    with t.case(label):
+        what = f"cosine_warmup_lr({step}, {total}, {warmup}, lr_max={lr_max}, lr_min={lr_min})"
+        got = t.call(fn, step, total, warmup, lr_max, lr_min, what=what)
+        expect_float(got, t.ref("cosine_warmup_lr", step, total, warmup, lr_max, lr_min), what,
+                     t.likely("cosine_warmup_lr", step, total, warmup, lr_max, lr_min))
+
+
+@CHAPTER.visible("cosine_warmup_lr", points=1, d2l=("CosineScheduler",))
+def visible_cosine_warmup_lr(t, cosine_warmup_lr):
+    for step in (0, 5, 10, 55, 100):
+        warmup_case(t, cosine_warmup_lr, step, 100, 10, 0.5, 0.01,
+                    f"worked example: step {step} of 100, 10 warm-up steps, 0.5 down to 0.01")

@@ -3,12 +3,13 @@
 Public: this runs where the student's code runs. It holds no reference and no expected value;
 the judge compares what it reports.
 
-- ``optimization.problem(tensors)``: leaf tensors that require grad (copies of `tensors`);
-  ``params()`` gives them as a list, ``params_iter()`` as a one-shot generator (what
-  ``model.parameters()`` is), ``run(opt, grads)`` sets each parameter's ``.grad`` to the given
-  tensor (or None) and calls ``opt.step()``, once per entry of `grads`, and reports the values
-  after each step and whether autograd recorded anything; ``make(cls, iterator, kwargs)``
-  constructs the optimiser over them; ``grads()`` reads every ``.grad``.
+- ``optimization.params(tensors)``: leaf tensors that require grad (copies of `tensors`);
+  ``construct_optimiser(cls, iterator, kwargs)`` calls ``cls`` on them, as a list or as a
+  one-shot generator (what ``model.parameters()`` is); ``step_optimiser(opt, grads)`` sets each
+  parameter's ``.grad`` to the given tensor (or None) and calls ``opt.step()``, once per entry of
+  `grads`, and reports the values after each step and whether autograd recorded anything;
+  ``grads()`` reads every ``.grad``.
+- ``optimization.quadratic_grad(H, c)``: the function ``x -> H @ (x - c)`` (``grad_f`` of `gd`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from grader.observe import builder
 
 
-class Problem:
+class Params:
     """Parameters an optimiser is constructed with, stepped with given gradients."""
 
     def __init__(self, tensors):
@@ -30,11 +31,11 @@ class Problem:
     def params_iter(self):
         return (p for p in self.tensors)
 
-    def make(self, cls, iterator: bool, kwargs: dict):
+    def construct_optimiser(self, cls, iterator: bool, kwargs: dict):
         """cls(parameters, **kwargs): the parameters as a list, or as a generator."""
         return cls(self.params_iter() if iterator else self.params(), **kwargs)
 
-    def run(self, opt, grads: list) -> dict:
+    def step_optimiser(self, opt, grads: list) -> dict:
         """grads: one list per step, one tensor or None per parameter."""
         values, recorded = [], False
         ids = [id(p) for p in self.tensors]
@@ -53,19 +54,18 @@ class Problem:
         return [None if p.grad is None else p.grad.detach().clone() for p in self.tensors]
 
 
-@builder("optimization.problem")
-def build_problem(tensors) -> Problem:
-    return Problem(tensors)
+@builder("optimization.params")
+def build_params(tensors) -> Params:
+    return Params(tensors)
 
 
 class QuadraticGrad:
-    """x -> H @ (x - c): the gradient of f(x) = (x - c)^T H (x - c) / 2; counts its calls."""
+    """x -> H @ (x - c): the gradient of f(x) = (x - c)^T H (x - c) / 2."""
 
     def __init__(self, H, c):
-        self.H, self.c, self.calls = torch.as_tensor(H), torch.as_tensor(c), 0
+        self.H, self.c = torch.as_tensor(H), torch.as_tensor(c)
 
     def __call__(self, x):
-        self.calls += 1
         return self.H.to(x.dtype) @ (x - self.c.to(x.dtype))
 
 
