@@ -275,6 +275,9 @@ class Options:
     max_restarts: int = 3
 
 
+FIRST_ANSWER = 10.0  # seconds for a kernel to start answering a check (its observer is idle)
+
+
 class KernelGone(Exception):
     """The kernel died or had to be killed."""
 
@@ -414,11 +417,14 @@ def _judge(session: Session, chapter: Chapter, exercise: Exercise, salt: int,
     """Run an exercise's hidden check here, observing the student's code in the kernel."""
     budget = max(1.0, min(options.exercise_timeout, deadline - time.monotonic()))
     path = str(session.workdir / f".observe-{secrets.token_hex(4)}.sock")
-    link = remote_mod.SocketSession(session.client, path, timeout=budget)
+    link = remote_mod.SocketSession(session.client, path, timeout=budget,
+                                    start_timeout=FIRST_ANSWER)
     remote = _Observed(link)
     try:
+        full, link.deadline = link.deadline, min(link.deadline, time.monotonic() + FIRST_ANSWER)
         try:
-            answer = remote.global_(exercise.name)
+            answer = remote.global_(exercise.name)  # no student code runs: answered at once
+            link.deadline = full
         except KeyError:
             return Verdict(exercise.name, 0.0, exercise.points,
                            f"{exercise.name}: not defined. Run (and fix) the cell that defines "

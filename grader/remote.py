@@ -382,12 +382,14 @@ class SocketSession:
     the session sends an empty request and waits until the kernel is idle again.
     """
 
-    def __init__(self, client, path: str, timeout: float, max_answer: int = 256 * 2**20):
+    def __init__(self, client, path: str, timeout: float, max_answer: int = 256 * 2**20,
+                 start_timeout: float = 30.0):
         import socket
         import time
 
         self.client, self.path, self.max_answer = client, path, max_answer
         self.deadline = time.monotonic() + timeout
+        started = time.monotonic()
         code = ("__import__('grader.observe', fromlist=['serve_loop']).serve_loop("
                 f"{path!r})")
         self.msg_id = client.execute(code, silent=True, store_history=False, allow_stdin=False)
@@ -397,7 +399,7 @@ class SocketSession:
                 self.sock.connect(path)
                 break
             except (FileNotFoundError, ConnectionRefusedError):
-                if time.monotonic() > min(self.deadline, time.monotonic() + 30) or \
+                if time.monotonic() > min(self.deadline, started + start_timeout) or \
                         not client.is_alive():
                     self.sock.close()
                     raise RemoteFailure("the kernel did not start answering") from None

@@ -45,8 +45,9 @@ def submission(cid, cells, tests):
 
 
 def grade(nb, cid=CH1, sandbox=SANDBOX):
+    # an attack may hang the kernel (patched builtins break ipykernel): short cell limits
     result = grade_notebook_node(nb, cid, Options(sandbox=sandbox, salt=12345, timeout=300,
-                                                  exercise_timeout=60))
+                                                  exercise_timeout=30, cell_timeout=15))
     return {e["name"]: e for e in result["exercises"]}, result
 
 

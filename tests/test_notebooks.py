@@ -16,6 +16,8 @@ from grader.testing import answered_release
 
 ROOT = assign.ROOT
 CHAPTERS = assign.source_chapters()
+# nbgrader's autograde round trip per chapter: the first chapter and the newest ones
+AUTOGRADE_ROUND_TRIP = ("01_linear_regression", "07_backprop", "10_optimization")
 
 
 def source_nb(cid):
@@ -41,6 +43,10 @@ class ChapterSuite:
 
     @pytest.mark.slow
     def test_round_trip_through_nbgrader_autograde(self, tmp_path, monkeypatch):
+        if self.cid not in AUTOGRADE_ROUND_TRIP:
+            pytest.skip("autograde judges with the same code as the CLI round trip above; "
+                        f"nbgrader's own path is run for {', '.join(AUTOGRADE_ROUND_TRIP)} and "
+                        "by tests/test_instructor_route.py")
         check_round_trip_autograde(self.cid, tmp_path, monkeypatch)
 
 

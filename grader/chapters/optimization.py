@@ -17,6 +17,7 @@ from grader.checks.optimization import (
     contraction_case,
     cosine_case,
     gd_case,
+    make_optimizer,
     optimizer_case,
     warmup_case,
     zero_grad_case,
@@ -352,8 +353,6 @@ def hidden_optimizer(t, Cls, kind, defaults, other):
                        "untouched)")
     zero_grad_case(t, Cls, inits, defaults)
     with t.case("no torch.optim: not a subclass of torch.optim.Optimizer"):
-        from grader.checks.optimization import make_optimizer
-
         make_optimizer(t, Cls, inits, defaults, "the optimiser")
 
 

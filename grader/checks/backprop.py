@@ -536,12 +536,10 @@ def mlp_forward_backward(t, cls, sizes, n, dtype, seed, label):
     access.method("set_params", params)
     label = f"MLP({list(sizes)}) on A ({n}, {sizes[0]}) {dt(dtype)} ({label})"
     k = tol(dtype, 100 * max(sizes))
-    out = t.call(method(model, "forward", label), A, what=f"{label}: forward(A)",
-                 forbidden=NO_AUTOGRAD)
+    out = lib_call(t, method(model, "forward", label), A, what=f"{label}: forward(A)")
     expect_tensor(out, ref["out"], what=f"{label}: forward(A)", inputs={"A": A},
                   likely={c: v["out"] for c, v in likely.items() if isinstance(v, dict)}, **k)
-    dLdA = t.call(method(model, "backward", label), G, what=f"{label}: backward(dLdZ)",
-                  forbidden=NO_AUTOGRAD)
+    dLdA = lib_call(t, method(model, "backward", label), G, what=f"{label}: backward(dLdZ)")
     grads = access.method("grads")
     for i, ((gW, gb), (rW, rb)) in enumerate(zip(grads, ref["grads"])):
         for name, got, want in (("dLdW", gW, rW), ("dLdb", gb, rb)):
