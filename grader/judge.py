@@ -22,13 +22,10 @@ import os
 import queue
 import secrets
 import shutil
-import sys
 import sysconfig
 import tempfile
 import time
 from pathlib import Path
-
-import nbformat
 
 from grader import remote as remote_mod
 from grader.registry import Chapter, Exercise, get_chapter
@@ -542,20 +539,10 @@ def grade_notebook_node(nb, chapter_id: str, options: Options | None = None,
             "timing": {k: round(v, 3) for k, v in timing.items()}}
 
 
-def draw_salt() -> int:
-    return secrets.randbits(63)
 
 
-def python_for_kernels() -> list[str]:
-    """The kernel's interpreter without site processing (no editable install of this repo)."""
-    return [sys.executable, "-S"]
 
 
 def site_packages() -> list[str]:
     paths = sysconfig.get_paths()
     return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
-
-
-def read_and_grade(path: Path, chapter_id: str, options: Options | None = None) -> dict:
-    nb = nbformat.read(str(path), as_version=4)
-    return grade_notebook_node(nb, chapter_id, options)

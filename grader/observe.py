@@ -298,22 +298,8 @@ class Observer:
 # --- in the kernel ------------------------------------------------------------------------
 
 _KERNEL_OBSERVER: Observer | None = None
-MIME = "application/vnd.dl-grader.observation"
 
 
-def serve(payload: str) -> None:
-    """Entry point the grader calls in a kernel: base64 request in, display output out."""
-    import base64
-
-    from IPython import get_ipython
-    from IPython.display import publish_display_data
-
-    global _KERNEL_OBSERVER
-    if _KERNEL_OBSERVER is None:
-        ip = get_ipython()
-        _KERNEL_OBSERVER = Observer(ip.user_ns if ip is not None else {})
-    answer = _KERNEL_OBSERVER.handle(base64.b64decode(payload))
-    publish_display_data({MIME: base64.b64encode(answer).decode()})
 
 
 # --- builders every chapter may use ---------------------------------------------------------

@@ -13,7 +13,6 @@ makes, including those made by a local helper it wraps.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import contextvars
 import threading
@@ -160,47 +159,6 @@ def local_remote(namespace: dict | None = None) -> Remote:
     return Remote(observer.handle)
 
 
-def kernel_transport(client, timeout: float = 60.0, output_cap: int = 256 * 2**20):
-    """Send requests to `grader.observe.serve` in a Jupyter kernel (a BlockingKernelClient)."""
-    from grader.observe import MIME
-
-    def send(data: bytes) -> bytes:
-        code = ("__import__('grader.observe', fromlist=['serve']).serve("
-                f"{base64.b64encode(data).decode()!r})")
-        msg_id = client.execute(code, silent=True, store_history=False, allow_stdin=False)
-        answer, error = None, None
-        import time
-
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RemoteFailure(f"no answer within {timeout:g} s")
-            try:
-                msg = client.get_iopub_msg(timeout=min(left, 1.0))
-            except Exception:  # noqa: BLE001 - queue.Empty: keep waiting, check the kernel
-                if not client.is_alive():
-                    raise RemoteFailure("the kernel died") from None
-                continue
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "display_data" and MIME in content.get("data", {}):
-                value = content["data"][MIME]
-                if isinstance(value, str) and len(value) < output_cap:
-                    answer = value
-            elif kind == "error":
-                error = f"{content.get('ename')}: {content.get('evalue')}"
-            elif kind == "status" and content.get("execution_state") == "idle":
-                break
-        if answer is None:
-            raise RemoteFailure(f"the kernel gave no answer ({error or 'no output'})")
-        try:
-            return base64.b64decode(answer, validate=True)
-        except ValueError:
-            raise RemoteFailure("the kernel's answer is not valid data") from None
-
-    return send
 
 
 # --- handles ---------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ print("score: 1 / 1")
 """,
     "replace the observer's entry point": """
 import grader.observe as _o
-_o.serve = lambda payload: None
+_o.serve_loop = lambda path, *a: None
 """,
     "switch off the watch over forbidden calls": """
 import sys, torch.overrides
