@@ -10,6 +10,7 @@ import os
 from grader.registry import get_chapter
 from grader.runner import Verdict, run_check
 
+
 def hidden_check(chapter_id: str, name: str, answer) -> Verdict:
     """The author's view: run the hidden check in this kernel and show the verdict.
 
