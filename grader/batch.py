@@ -60,6 +60,8 @@ Recorded result of one submission (`BatchSummary.results`, the JSON output, the 
      "chapter": str | null, "score": number (0 for an error), "max_score": number | null,
      "exercises": [{"name", "score", "max_score", "passed", "feedback", ...}]  ([] for an error),
      "reason": str | null (why it could not be graded; one line),
+     "notes": [str] (restarts, limits hit), "cell_errors": [{"cell": n, "error": "Name: text"}]
+     (the code cells, test cells not counted, that raised; both only for an ok result),
      "key": str, "sha256": str | null, "elapsed_s": number | null, "graded_at": ISO time}
 
 Exit status of `main`: 0 every submission graded, 2 some could not be graded (or a usage error),
@@ -288,8 +290,19 @@ def _parse_result(text: str, worker_path: str) -> tuple[dict | None, str | None]
             problem = "no list of exercises with names and scores"
         if problem:
             return None, f"the grading process wrote an invalid result ({problem})"
-        return {"chapter": body.get("chapter"), "score": body["score"],
-                "max_score": body["max_score"], "exercises": body["exercises"]}, None
+        fields = {"chapter": body.get("chapter"), "score": body["score"],
+                  "max_score": body["max_score"], "exercises": body["exercises"]}
+        # what happened while the notebook ran, for the instructor (kept when well formed)
+        notes = body.get("notes")
+        if isinstance(notes, list) and all(isinstance(n, str) for n in notes):
+            fields["notes"] = notes[:20]
+        errors = body.get("cell_errors")
+        if isinstance(errors, list) and all(
+                isinstance(e, dict) and isinstance(e.get("cell"), int)
+                and isinstance(e.get("error"), str) for e in errors):
+            fields["cell_errors"] = [{"cell": e["cell"], "error": e["error"][:300]}
+                                     for e in errors[:200]]
+        return fields, None
     if "error" in obj or obj.get("status") == "error":
         reason = obj.get("reason") if "error" not in obj else obj["error"]
         reason = str(reason or "the grading process reported an error without a reason")

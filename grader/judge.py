@@ -451,6 +451,7 @@ def grade_notebook_node(nb, chapter_id: str, options: Options | None = None,
     deadline = time.monotonic() + options.timeout
     session = Session(workdir, options)
     completed: list[int] = []  # cells that ran (replayed after a restart)
+    cell_errors: list[dict] = []  # {"cell": code cell number (test cells not counted), "error"}
     restarts = 0
     timing = {"kernel_start": 0.0, "cells": 0.0, "checks": 0.0, "requests": 0}
     try:
@@ -505,9 +506,11 @@ def grade_notebook_node(nb, chapter_id: str, options: Options | None = None,
                 continue
             try:
                 t0 = time.perf_counter()
-                session.run(p.cells[i], min(options.cell_timeout,
-                                            max(1.0, deadline - time.monotonic())))
+                ran = session.run(p.cells[i], min(options.cell_timeout,
+                                                  max(1.0, deadline - time.monotonic())))
                 timing["cells"] += time.perf_counter() - t0
+                if ran["error"]:
+                    cell_errors.append({"cell": i + 1, "error": ran["error"]})
                 completed.append(i)
             except KernelGone as exc:
                 if restarts >= options.max_restarts:
@@ -536,6 +539,7 @@ def grade_notebook_node(nb, chapter_id: str, options: Options | None = None,
         exercises.append(v.to_json())
     return {"chapter": chapter.id, "score": round(sum(e["score"] for e in exercises), 2),
             "max_score": chapter.max_score, "exercises": exercises, "notes": notes,
+            "cell_errors": cell_errors,
             "timing": {k: round(v, 3) for k, v in timing.items()}}
 
 

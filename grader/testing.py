@@ -49,10 +49,12 @@ def assert_loses_marks(chapter_id: str, name: str, answer, phrase: str) -> Verdi
     return v
 
 
-def answered_release(chapter_id: str, replace: dict[str, str] | None = None):
+def answered_release(chapter_id: str, replace: dict[str, str] | None = None, lean: bool = False):
     """The released notebook with every answer cell filled in from the solution notebook.
 
-    `replace` maps exercise names to other answer sources (e.g. a buggy implementation).
+    `replace` maps exercise names to other answer sources (e.g. a buggy implementation). `lean`
+    drops the code cells that are not nbgrader's (demonstrations, plots): a submission that
+    grades in seconds, for tests of the grading machinery rather than of the chapter.
     """
     import nbformat
 
@@ -68,4 +70,7 @@ def answered_release(chapter_id: str, replace: dict[str, str] | None = None):
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         if cell.metadata.get("nbgrader", {}).get("solution") and grade_id in answers:
             cell.source = answers[grade_id]
+    if lean:
+        release.cells = [c for c in release.cells
+                         if c.cell_type != "code" or c.metadata.get("nbgrader")]
     return release

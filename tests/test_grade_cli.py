@@ -32,7 +32,8 @@ def grade(*args, tmp_path, timeout=600):
 def test_bad_paths_reported_after_grading_the_rest(tmp_path):
     buggy = tmp_path / CH / "buggy.ipynb"
     buggy.parent.mkdir()
-    nb = answered_release(CH, {"linreg": LINREG_NO_BIAS, "huber_loss": HUBER_BATCH_SWITCH})
+    nb = answered_release(CH, {"linreg": LINREG_NO_BIAS, "huber_loss": HUBER_BATCH_SWITCH},
+                          lean=True)
     nb.cells = [c for c in nb.cells  # a student who deleted a test cell
                 if c.metadata.get("nbgrader", {}).get("grade_id") != "test_squared_loss"]
     nb.metadata["grader"] = {"chapter": "02_softmax"}  # metadata does not choose the grader
@@ -88,8 +89,9 @@ def test_dask_cluster_gives_the_local_scores(tmp_path):
     seed: identical scores and feedback."""
     sub = tmp_path / CH
     sub.mkdir()
-    nbformat.write(answered_release(CH, {"linreg": LINREG_NO_BIAS}), sub / "a.ipynb")
-    nbformat.write(answered_release(CH, {"huber_loss": HUBER_BATCH_SWITCH}), sub / "b.ipynb")
+    nbformat.write(answered_release(CH, {"linreg": LINREG_NO_BIAS}, lean=True), sub / "a.ipynb")
+    nbformat.write(answered_release(CH, {"huber_loss": HUBER_BATCH_SWITCH}, lean=True),
+                   sub / "b.ipynb")
     runs = {}
     for name, extra in (("local", []), ("dask", ["--scheduler", "local", "-j", "2"])):
         proc = subprocess.run([sys.executable, "-m", "grader", "grade", "--quiet", "--json",
