@@ -1084,3 +1084,248 @@ BUGGY += [
     ("SGD", SGDSkipsBN, "BW and Bb are not updated"),
     ("SGD", SGDDampening, "dampening"),
 ]
+
+
+# --- fit_classifier: an image classifier from the library --------------------------------------
+
+def _fit_net(generator):
+    net = ref.MLP([784, 128, 10], generator=generator)
+    net.layers.insert(1, ref.BatchNorm1d(128))
+    return net
+
+
+def fit_explicit(train_iter, num_epochs, lr, momentum, generator=None, on_epoch=None):
+    """Layer by layer, one-hot rows from torch.eye, the epoch's loss as a running mean."""
+    first = ref.MLP([784, 128, 10], generator=generator)
+    net = first
+    net.layers = [first.layers[0], ref.BatchNorm1d(128), *first.layers[1:]]
+    criterion, opt = ref.CrossEntropyLoss(), ref.SGD(net, lr=lr, momentum=momentum)
+    history = []
+    for epoch in range(num_epochs):
+        mean, seen = 0.0, 0
+        for images, labels in train_iter:
+            out = images.flatten(start_dim=1)
+            for layer in net.layers:
+                out = layer.forward(out)
+            batch_loss = float(criterion.forward(out, torch.eye(10)[labels]))
+            seen += len(labels)
+            mean += (batch_loss - mean) * len(labels) / seen
+            grad = criterion.backward()
+            for layer in reversed(net.layers):
+                grad = layer.backward(grad)
+            opt.step()
+        history.append(mean)
+        if on_epoch:
+            on_epoch(epoch + 1, net, mean)
+    return net, history
+
+
+def fit_tensor_losses(train_iter, num_epochs, lr, momentum, generator=None, on_epoch=None):
+    """Losses accumulated as tensors, returned as a tuple; one-hot by scatter."""
+    net = _fit_net(generator)
+    loss_fn = ref.CrossEntropyLoss()
+    sgd = ref.SGD(net, lr, momentum)
+    losses = []
+    for e in range(1, num_epochs + 1):
+        total, n = torch.zeros(()), 0
+        for X, y in train_iter:
+            Y = torch.zeros(len(y), 10).scatter_(1, y[:, None], 1.0)
+            total = total + loss_fn.forward(net.forward(X.view(X.shape[0], 784)), Y) * len(y)
+            n += len(y)
+            net.backward(loss_fn.backward())
+            sgd.step()
+        losses.append(total / n)
+        if on_epoch is not None:
+            on_epoch(e, net, losses[-1].item())
+    return net, tuple(losses)
+
+
+def _fit_variant(no_step=False, no_backward=False, eval_train=False, lr_scale=1.0,
+                 bn_late=False, bn_after_relu=False, no_bn=False):
+    def fit(train_iter, num_epochs, lr, momentum, generator=None, on_epoch=None):
+        net = ref.MLP([784, 128, 10], generator=generator)
+        bn = ref.BatchNorm1d(128)
+        if bn_after_relu:
+            net.layers.insert(2, bn)
+        elif not bn_late and not no_bn:
+            net.layers.insert(1, bn)
+        loss, opt = ref.CrossEntropyLoss(), ref.SGD(net, lr * lr_scale, momentum=momentum)
+        losses = []
+        for epoch in range(1, num_epochs + 1):
+            total, count = 0.0, 0
+            for X, y in train_iter:
+                A = X.reshape(len(X), -1)
+                if eval_train:
+                    for layer in net.layers:
+                        A = layer.forward(A, eval=True) if isinstance(layer, ref.BatchNorm1d) \
+                            else layer.forward(A)
+                    logits = A
+                else:
+                    logits = net.forward(A)
+                total += loss.forward(logits, F.one_hot(y, 10).float()).item() * len(y)
+                count += len(y)
+                if not no_backward:
+                    net.backward(loss.backward())
+                if not no_step:
+                    opt.step()
+            losses.append(total / count)
+            if on_epoch is not None:
+                on_epoch(epoch, net, losses[-1])
+        if bn_late:
+            net.layers.insert(1, bn)
+        return net, losses
+    return fit
+
+
+def fit_autograd(train_iter, num_epochs, lr, momentum, generator=None, on_epoch=None):
+    """The loss's gradient by autograd instead of CrossEntropyLoss.backward."""
+    net = _fit_net(generator)
+    opt = ref.SGD(net, lr, momentum=momentum)
+    losses = []
+    for epoch in range(1, num_epochs + 1):
+        total = 0.0
+        for X, y in train_iter:
+            logits = net.forward(X.reshape(len(X), -1)).requires_grad_()
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            net.backward(logits.grad)
+            opt.step()
+            total += loss.item() * len(y)
+        losses.append(total / len(train_iter.dataset))
+        if on_epoch is not None:
+            on_epoch(epoch, net, losses[-1])
+    return net, losses
+
+
+def fit_no_callback(train_iter, num_epochs, lr, momentum, generator=None, on_epoch=None):
+    return ref.fit_classifier(train_iter, num_epochs, lr, momentum, generator)
+
+
+CORRECT += [
+    ("fit_classifier", ref.fit_classifier), ("fit_classifier", fit_explicit),
+    ("fit_classifier", fit_tensor_losses),
+]
+
+BUGGY += [
+    ("fit_classifier", _fit_variant(no_step=True), "optimizer.step()"),
+    ("fit_classifier", _fit_variant(no_backward=True), "has no attribute"),
+    ("fit_classifier", _fit_variant(eval_train=True), "training forward"),
+    ("fit_classifier", _fit_variant(bn_late=True), "running statistics were never updated"),
+    ("fit_classifier", _fit_variant(bn_after_relu=True), "right after the first Linear"),
+    ("fit_classifier", _fit_variant(no_bn=True), "BatchNorm1d(128) layer is missing"),
+    ("fit_classifier", fit_autograd, "from scratch"),
+    ("fit_classifier", fit_no_callback, "on_epoch"),
+]
+
+
+def test_fit_classifier_bound_has_a_margin():
+    """The graded bound on the digits lies well below what the reference reaches."""
+    from grader.chapters.backprop import FIT_BUDGET
+
+    c = FIT_BUDGET["digits"]
+    assert c["bound"] <= 0.937 - 0.05 and FIT_BUDGET["Fashion-MNIST"]["bound"] <= 0.75
+
+
+# --- D2L 5.3 exercises 2 and 3 -----------------------------------------------------------------
+
+def test_bias_reference_matches_autograd():
+    X, y = torch.randn(6, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0, 1, 0])
+    W1, b1, W2 = (torch.randn(*s, dtype=torch.float64, requires_grad=True)
+                  for s in ((3, 4), (4,), (4, 2)))
+    ref._bias_objective(X, y, W1, b1, W2, 0.3).backward()
+    for got, want in zip(ref.mlp_l2_backward_bias(X, y, W1.detach(), b1.detach(), W2.detach(),
+                                                  0.3), (W1.grad, b1.grad, W2.grad)):
+        torch.testing.assert_close(got, want)
+
+
+def bias_classes(X, y, W1, b1, W2, lambd):
+    """With the layers of part 1."""
+    lin1, relu, lin2, sce = ref.Linear(1, 1), ref.ReLU(), ref.Linear(1, 1), ref.SoftmaxCrossEntropy()
+    lin1.W, lin1.b = W1, b1
+    lin2.W, lin2.b = W2, torch.zeros(W2.shape[1], dtype=W2.dtype)
+    sce.forward(lin2.forward(relu.forward(lin1.forward(X))), y)
+    lin1.backward(relu.backward(lin2.backward(sce.backward())))
+    return lin1.dLdW + lambd * W1, lin1.dLdb, lin2.dLdW + lambd * W2
+
+
+def bias_einsum(X, y, W1, b1, W2, lambd):
+    Z = torch.einsum("nd,dh->nh", X, W1) + b1[None, :]
+    H = torch.where(Z > 0, Z, torch.zeros_like(Z))
+    O = H @ W2
+    E = torch.exp(O - O.max(1, keepdim=True).values)
+    G = (E / E.sum(1, keepdim=True) - torch.eye(W2.shape[1], dtype=X.dtype)[y]) / len(X)
+    dZ = (G @ W2.T) * (Z > 0)
+    return torch.einsum("nd,nh->dh", X, dZ) + lambd * W1, torch.ones(len(X), dtype=X.dtype) @ dZ, \
+        H.T @ G + lambd * W2
+
+
+def bias_regularised(X, y, W1, b1, W2, lambd):
+    g1, gb, g2 = ref.mlp_l2_backward_bias(X, y, W1, b1, W2, lambd)
+    return g1, gb + lambd * b1, g2
+
+
+def bias_mean(X, y, W1, b1, W2, lambd):
+    g1, gb, g2 = ref.mlp_l2_backward_bias(X, y, W1, b1, W2, lambd)
+    return g1, gb / len(X), g2
+
+
+def bias_forgotten(X, y, W1, b1, W2, lambd):
+    g1, g2 = ref.mlp_l2_backward(X, y, W1, W2, lambd)
+    n = len(X)
+    P = torch.softmax(torch.relu(X @ W1) @ W2, 1)
+    dZ = ((P - F.one_hot(y, W2.shape[1]).to(X.dtype)) / n @ W2.T) * (X @ W1 > 0)
+    return g1, dZ.sum(0), g2
+
+
+def bias_autograd(X, y, W1, b1, W2, lambd):
+    leaves = [v.clone().requires_grad_() for v in (W1, b1, W2)]
+    ref._bias_objective(X, y, *leaves, lambd).backward()
+    return tuple(v.grad for v in leaves)
+
+
+def memory_explicit(batch_size, num_inputs, num_hiddens, num_outputs):
+    W = num_inputs * num_hiddens + num_hiddens * num_outputs
+    X, Z, H, O = (batch_size * k for k in (num_inputs, num_hiddens, num_hiddens, num_outputs))
+    peak = max(X + Z, Z + H, H + O)
+    return W + peak, W + W + X + Z + H + O
+
+
+def memory_loop(batch_size, num_inputs, num_hiddens, num_outputs):
+    sizes = [num_inputs, num_hiddens, num_hiddens, num_outputs]  # X, Z, H, O per example
+    params = sum(a * b for a, b in zip(sizes[::2], sizes[1::2]))
+    pairs = [batch_size * (a + b) for a, b in zip(sizes, sizes[1:])]
+    return params + max(pairs), 2 * params + batch_size * sum(sizes)
+
+
+def memory_no_grads(batch_size, num_inputs, num_hiddens, num_outputs):
+    p, t = ref.memory_footprint(batch_size, num_inputs, num_hiddens, num_outputs)
+    return p, t - num_inputs * num_hiddens - num_hiddens * num_outputs
+
+
+def memory_keeps_all(batch_size, num_inputs, num_hiddens, num_outputs):
+    params = num_inputs * num_hiddens + num_hiddens * num_outputs
+    return (params + batch_size * (num_inputs + 2 * num_hiddens + num_outputs),
+            ref.memory_footprint(batch_size, num_inputs, num_hiddens, num_outputs)[1])
+
+
+def memory_bytes(batch_size, num_inputs, num_hiddens, num_outputs):
+    return tuple(4 * v for v in ref.memory_footprint(batch_size, num_inputs, num_hiddens,
+                                                     num_outputs))
+
+
+CORRECT += [
+    ("mlp_l2_backward_bias", ref.mlp_l2_backward_bias), ("mlp_l2_backward_bias", bias_classes),
+    ("mlp_l2_backward_bias", bias_einsum),
+    ("memory_footprint", ref.memory_footprint), ("memory_footprint", memory_explicit),
+    ("memory_footprint", memory_loop),
+]
+
+BUGGY += [
+    ("mlp_l2_backward_bias", bias_regularised, "the bias is regularised"),
+    ("mlp_l2_backward_bias", bias_mean, "as a mean"),
+    ("mlp_l2_backward_bias", bias_forgotten, "left out of the forward pass"),
+    ("mlp_l2_backward_bias", bias_autograd, "from scratch"),
+    ("memory_footprint", memory_no_grads, "without the gradients"),
+    ("memory_footprint", memory_keeps_all, "free each one after its last use"),
+    ("memory_footprint", memory_bytes, "bytes instead of floats"),
+]

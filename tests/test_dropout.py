@@ -430,5 +430,152 @@ def test_the_public_module_holds_no_reference():
     import grader.checks.dropout as public
 
     for name in ("dropout_layer", "DropoutMLP", "evaluate_loss", "LIKELY", "_mlp_forward",
-                 "_dropout_scale"):
+                 "_dropout_scale", "dropconnect_linear", "gaussian_noise_layer",
+                 "_noise_ratio_var", "_dropconnect_zero_input"):
         assert not hasattr(public, name), name
+
+
+# --- dropconnect_linear and gaussian_noise_layer (D2L 5.6, exercises 6 and 7) -----------------
+
+def dc_via_dropout(X, W, b, p, generator=None):
+    """DropConnect is dropout applied to W."""
+    return X @ ref.dropout_layer(W, p, generator) + b
+
+
+def dc_bernoulli_linear(X, W, b, p, generator=None):
+    keep = torch.bernoulli(torch.full_like(W, 1 - p), generator=generator)
+    return F.linear(X, (keep * W).T / (1 - p), b)
+
+
+def dc_where(X, W, b, p, generator=None):
+    u = torch.rand(W.shape, generator=generator, dtype=W.dtype)
+    return X @ torch.where(u < 1 - p, W / (1 - p), torch.zeros_like(W)) + b
+
+
+def noise_randn_like(X, sigma, training=True, generator=None):
+    if not training:
+        return X
+    return X + sigma * X * torch.randn(X.shape, generator=generator, dtype=X.dtype)
+
+
+def noise_normal(X, sigma, training=True, generator=None):
+    if training:
+        m = torch.normal(1.0, sigma, size=X.shape, generator=generator, dtype=torch.float64)
+        return (X * m).to(X.dtype)
+    return X.clone()
+
+
+CORRECT += [
+    ("dropconnect_linear", ref.dropconnect_linear),
+    ("dropconnect_linear", dc_via_dropout),
+    ("dropconnect_linear", dc_bernoulli_linear),
+    ("dropconnect_linear", dc_where),
+    ("gaussian_noise_layer", ref.gaussian_noise_layer),
+    ("gaussian_noise_layer", noise_randn_like),
+    ("gaussian_noise_layer", noise_normal),
+]
+
+
+def _mask(W, p, g):
+    return (torch.rand(W.shape, generator=g) > p).to(W.dtype)
+
+
+def dc_no_rescale(X, W, b, p, generator=None):
+    return X @ (_mask(W, p, generator) * W) + b
+
+
+def dc_outputs(X, W, b, p, generator=None):
+    return ref.dropout_layer(X @ W, p, generator) + b
+
+
+def dc_inputs(X, W, b, p, generator=None):
+    return ref.dropout_layer(X, p, generator) @ W + b
+
+
+def dc_column_mask(X, W, b, p, generator=None):
+    mask = (torch.rand(W.shape[1], generator=generator) > p).to(W.dtype)
+    return X @ (mask * W / (1 - p)) + b
+
+
+def dc_bias_dropped(X, W, b, p, generator=None):
+    Wb = torch.cat([W, b[None]])
+    thinned = _mask(Wb, p, generator) * Wb / (1 - p)
+    return X @ thinned[:-1] + thinned[-1]
+
+
+def dc_per_example(X, W, b, p, generator=None):
+    masks = (torch.rand(X.shape[0], *W.shape, generator=generator) > p).to(W.dtype)
+    return torch.einsum("ni,nio->no", X, masks * W / (1 - p)) + b
+
+
+def dc_keeps_p(X, W, b, p, generator=None):
+    mask = (torch.rand(W.shape, generator=generator) < p).to(W.dtype)
+    return X @ (mask * W / (1 - p)) + b
+
+
+def dc_global_rng(X, W, b, p, generator=None):
+    return X @ (F.dropout(W, p, training=True)) + b
+
+
+def dc_whole_output_scaled(X, W, b, p, generator=None):
+    return (X @ (_mask(W, p, generator) * W) + b) / (1 - p)
+
+
+def noise_eval_too(X, sigma, training=True, generator=None):
+    return X * (1 + sigma * torch.randn(X.shape, generator=generator, dtype=X.dtype))
+
+
+def noise_additive(X, sigma, training=True, generator=None):
+    if not training:
+        return X
+    return X + sigma * torch.randn(X.shape, generator=generator, dtype=X.dtype)
+
+
+def noise_variance_as_std(X, sigma, training=True, generator=None):
+    if not training:
+        return X
+    return X * torch.normal(1.0, sigma ** 2, size=X.shape, generator=generator).to(X.dtype)
+
+
+def noise_shared(X, sigma, training=True, generator=None):
+    if not training:
+        return X
+    return X * (1 + sigma * torch.randn(X.shape[1:], generator=generator, dtype=X.dtype))
+
+
+def noise_mean_zero(X, sigma, training=True, generator=None):
+    if not training:
+        return X
+    return X * sigma * torch.randn(X.shape, generator=generator, dtype=X.dtype)
+
+
+def noise_uniform(X, sigma, training=True, generator=None):
+    if not training:
+        return X
+    return X * (1 + sigma * torch.rand(X.shape, generator=generator, dtype=X.dtype))
+
+
+def noise_global_rng(X, sigma, training=True, generator=None):
+    if not training:
+        return X
+    return X * (1 + sigma * torch.randn_like(X))
+
+
+BUGGY += [
+    ("dropconnect_linear", dc_no_rescale, "not rescaled"),
+    ("dropconnect_linear", dc_outputs, "outputs X @ W are dropped"),
+    ("dropconnect_linear", dc_inputs, "the inputs are dropped"),
+    ("dropconnect_linear", dc_column_mask, "one number per output unit"),
+    ("dropconnect_linear", dc_bias_dropped, "the bias is dropped too"),
+    ("dropconnect_linear", dc_per_example, "a different mask for each example"),
+    ("dropconnect_linear", dc_keeps_p, "kept instead of dropped"),
+    ("dropconnect_linear", dc_global_rng, "generator"),
+    ("dropconnect_linear", dc_whole_output_scaled, "bias included, is divided"),
+    ("gaussian_noise_layer", noise_eval_too, "evaluation mode"),
+    ("gaussian_noise_layer", noise_additive, "added (X + sigma * eps)"),
+    ("gaussian_noise_layer", noise_variance_as_std, "sigma**2"),
+    ("gaussian_noise_layer", noise_shared, "same noise"),
+    ("gaussian_noise_layer", noise_mean_zero, "mean 0"),
+    ("gaussian_noise_layer", noise_uniform, "uniform"),
+    ("gaussian_noise_layer", noise_global_rng, "generator"),
+]

@@ -15,6 +15,14 @@ CH = "06_initialization"
 
 # --- references against torch.nn.init --------------------------------------------------------
 
+def test_softmax_regression_grad_matches_autograd():
+    X, y = torch.randn(9, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 2, 1, 0, 0, 1, 2])
+    W, b = torch.randn(3, 4, dtype=torch.float64), torch.randn(3, dtype=torch.float64)
+    got = ref.softmax_regression_grad(X, y, W, b)
+    torch.testing.assert_close(got, srg_autograd(X, y, W, b))
+    torch.testing.assert_close(got, ref._softmax_grads(X, y, W, b))
+
+
 def test_initialisers_match_torch_nn_init():
     for shape in ((300, 100), (64, 64), (8, 4, 3, 3)):
         for gain in (1.0, 2.0):
@@ -116,7 +124,47 @@ def lgn_none(net, X, y, loss):
     return tuple(m.weight.grad.norm() for m in net.modules() if isinstance(m, nn.Linear))
 
 
+def srg_loop(X, y, W, b):
+    """Example by example, with a softmax that subtracts the maximum."""
+    dW, db = torch.zeros_like(W), torch.zeros_like(b)
+    for x, label in zip(X, y):
+        o = W @ x + b
+        e = torch.exp(o - o.max())
+        p = e / e.sum()
+        p[label] -= 1
+        dW += torch.outer(p, x)
+        db += p
+    return dW / len(X), db / len(X)
+
+
+def srg_log_softmax(X, y, W, b):
+    O = X @ W.T + b
+    P = torch.exp(O - torch.logsumexp(O, dim=1, keepdim=True))
+    Y = torch.zeros_like(P)
+    Y[torch.arange(len(y)), y] = 1
+    G = torch.einsum("nq,nd->qd", P - Y, X) / len(X)
+    return G, (P - Y).mean(dim=0)
+
+
+def _srg(**kw):
+    return lambda X, y, W, b: ref._softmax_grads(X, y, W, b, **kw)
+
+
+def srg_transposed(X, y, W, b):
+    dW, db = ref.softmax_regression_grad(X, y, W, b)
+    return dW.T, db
+
+
+def srg_autograd(X, y, W, b):
+    W, b = W.clone().requires_grad_(), b.clone().requires_grad_()
+    nn.functional.cross_entropy(X @ W.T + b, y).backward()
+    return W.grad, b.grad
+
+
 CORRECT = [
+    ("softmax_regression_grad", ref.softmax_regression_grad),
+    ("softmax_regression_grad", srg_loop),
+    ("softmax_regression_grad", srg_log_softmax),
     ("xavier_uniform_", ref.xavier_uniform_),
     ("xavier_uniform_", xu_rand),
     ("xavier_uniform_", xu_data),
@@ -360,6 +408,14 @@ BUGGY = [
     ("layer_gradient_norms", lgn_step, "parameter values must be unchanged"),
     ("layer_gradient_norms", lgn_tensors, "instead of its norm"),
     ("layer_gradient_norms", lgn_squared, "squared norms"),
+    ("softmax_regression_grad", _srg(mean=False), "sum over examples"),
+    ("softmax_regression_grad", _srg(sign=-1.0), "sign is flipped"),
+    ("softmax_regression_grad", _srg(bias=False), "bias b is left out"),
+    ("softmax_regression_grad", _srg(labels=False), "one-hot labels are not subtracted"),
+    ("softmax_regression_grad", _srg(dim=0), "over the examples"),
+    ("softmax_regression_grad", _srg(naive=True), "overflows"),
+    ("softmax_regression_grad", srg_transposed, "(P - Y).T @ X"),
+    ("softmax_regression_grad", srg_autograd, "Tensor.backward"),
 ]
 
 
@@ -421,5 +477,6 @@ def test_the_public_module_holds_no_reference():
     import grader.checks.initialization as public
 
     for name in ("xavier_uniform_", "xavier_normal_", "kaiming_normal_", "init_weights",
-                 "layer_gradient_norms", "LIKELY", "_xavier_uniform_law", "_gradient_norms"):
+                 "layer_gradient_norms", "LIKELY", "_xavier_uniform_law", "_gradient_norms",
+                 "softmax_regression_grad", "_softmax_grads", "REFERENCES"):
         assert not hasattr(public, name), name

@@ -466,3 +466,201 @@ BUGGY = [
     ("train_linreg", train_random_init, "zero"),
     ("train_linreg", train_global_shuffle, "generator"),
 ]
+
+
+# --- the exercises from D2L 3.1 and 3.5 ---------------------------------------------------------
+
+def test_new_references_match_closed_forms_and_torch():
+    x = torch.tensor([3.0, -1.0, 10.0, 2.0], dtype=torch.float64)
+    b_sq, b_abs = ref.best_constants(x)
+    assert abs(float(b_sq) - 3.5) < 1e-12 and -1 <= 2 <= float(b_abs) + 1 <= 4
+    X = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]], dtype=torch.float64)
+    torch.testing.assert_close(ref.fit_min_norm(X, 2 * X[:, :1]),
+                               torch.ones(2, 1, dtype=torch.float64))
+    rate = torch.tensor([0.5, 2.0, 4.0], dtype=torch.float64)
+    k = torch.tensor([0.0, 3.0, 4.0], dtype=torch.float64)
+    torch.testing.assert_close(ref.poisson_nll(rate, k),
+                               F.poisson_nll_loss(rate, k, log_input=False, full=False, eps=0)
+                               + torch.lgamma(k + 1).mean())
+    torch.testing.assert_close(ref.poisson_nll_log(torch.log(rate), k), ref.poisson_nll(rate, k))
+    torch.testing.assert_close(ref._poisson_nll_log_no_const(torch.log(rate), k),
+                               F.poisson_nll_loss(torch.log(rate), k, log_input=True))
+    y_hat, y = torch.randn(9, 1, dtype=torch.float64), torch.randn(9, dtype=torch.float64)
+    lap = torch.distributions.Laplace(y_hat, torch.tensor(0.7, dtype=torch.float64))
+    torch.testing.assert_close(ref.laplace_nll(y_hat, y, 0.7),
+                               -lap.log_prob(y.reshape(-1, 1)).mean())
+    assert ref.lr_for_mean_loss(0.001, 32) == 0.032
+
+
+def best_constants_sort(x):
+    s = x.sort().values
+    n = len(s)
+    mid = (s[(n - 1) // 2] + s[n // 2]) / 2
+    return float(s.sum() / n), float(mid)
+
+
+def best_constants_quantile(x):
+    return x.double().mean().item(), torch.quantile(x.double(), 0.5).item()
+
+
+def min_norm_lstsq(X, y):
+    return torch.linalg.lstsq(X, y.reshape(-1, 1), driver="gelsd").solution
+
+
+def min_norm_svd(X, y):
+    U, S, Vh = torch.linalg.svd(X, full_matrices=False)
+    keep = S > S.max() * max(X.shape) * torch.finfo(X.dtype).eps
+    coef = (U.T @ y.reshape(-1, 1))[keep] / S[keep].reshape(-1, 1)
+    return Vh[keep].T @ coef
+
+
+def min_norm_tiny_ridge(X, y):
+    Xd = X.double()
+    lam = 1e-10 * float((Xd.T @ Xd).diagonal().max())
+    A = Xd.T @ Xd + lam * torch.eye(X.shape[1], dtype=torch.float64)
+    return torch.linalg.solve(A, Xd.T @ y.double().reshape(-1, 1)).to(X.dtype)
+
+
+def estimation_errors_inline(sizes, w, b, noise=0.01, generator=None):
+    out = torch.zeros(len(sizes), 2, dtype=w.dtype)
+    for i, n in enumerate(sizes):
+        X = torch.randn(n, len(w), generator=generator, dtype=w.dtype)
+        y = X @ w.reshape(-1, 1) + b + noise * torch.randn(n, 1, generator=generator,
+                                                           dtype=w.dtype)
+        A = torch.cat([X, torch.ones(n, 1, dtype=w.dtype)], 1)
+        theta = torch.linalg.pinv(A) @ y
+        out[i, 0] = torch.linalg.vector_norm(theta[:-1, 0] - w.reshape(-1))
+        out[i, 1] = (theta[-1, 0] - b).abs()
+    return out
+
+
+def laplace_distribution(y_hat, y, scale=1.0):
+    d = torch.distributions.Laplace(y_hat, torch.as_tensor(scale, dtype=y_hat.dtype))
+    return -d.log_prob(y.reshape(y_hat.shape)).mean()
+
+
+def laplace_math(y_hat, y, scale=1.0):
+    r = (y.reshape(y_hat.shape) - y_hat).abs()
+    return math.log(2) + torch.log(torch.as_tensor(scale, dtype=y_hat.dtype)) + (r / scale).mean()
+
+
+def poisson_torch(rate, k):
+    return F.poisson_nll_loss(rate, k, log_input=False, full=False, eps=0.0)
+
+
+def poisson_xlogy(rate, k):
+    return (rate - torch.xlogy(k, rate) + torch.lgamma(k + 1)).mean()
+
+
+def poisson_log_torch(log_rate, k):
+    return F.poisson_nll_loss(log_rate, k, log_input=True)
+
+
+def poisson_log_distribution(log_rate, k):
+    return -torch.distributions.Poisson(torch.exp(log_rate)).log_prob(k).mean()
+
+
+CORRECT += [
+    ("best_constants", ref.best_constants),
+    ("best_constants", best_constants_sort),
+    ("best_constants", best_constants_quantile),
+    ("fit_min_norm", ref.fit_min_norm),
+    ("fit_min_norm", lambda X, y: torch.linalg.pinv(X) @ y.reshape(-1, 1)),
+    ("fit_min_norm", min_norm_lstsq),
+    ("fit_min_norm", min_norm_svd),
+    ("fit_min_norm", min_norm_tiny_ridge),
+    ("estimation_errors", ref.estimation_errors),
+    ("estimation_errors", estimation_errors_inline),
+    ("lr_for_mean_loss", ref.lr_for_mean_loss),
+    ("lr_for_mean_loss", lambda lr, batch_size: float(lr) * int(batch_size)),
+    ("laplace_nll", ref.laplace_nll),
+    ("laplace_nll", laplace_distribution),
+    ("laplace_nll", laplace_math),
+    ("poisson_nll", ref.poisson_nll),
+    ("poisson_nll", poisson_torch),
+    ("poisson_nll", poisson_xlogy),
+    ("poisson_nll_log", ref.poisson_nll_log),
+    ("poisson_nll_log", poisson_log_torch),
+    ("poisson_nll_log", poisson_log_distribution),
+]
+
+
+def min_norm_solve(X, y):
+    return torch.linalg.solve(X.T @ X, X.T @ y.reshape(-1, 1))
+
+
+def min_norm_ridge_one(X, y):
+    A = X.T @ X + torch.eye(X.shape[1], dtype=X.dtype)
+    return torch.linalg.solve(A, X.T @ y.reshape(-1, 1))
+
+
+def min_norm_drop_columns(X, y):
+    """A least-squares solution on a maximal set of independent columns: not minimum-norm."""
+    keep, w = [], torch.zeros(X.shape[1], 1, dtype=X.dtype)
+    for j in range(X.shape[1]):
+        if torch.linalg.matrix_rank(X[:, keep + [j]]) == len(keep) + 1:
+            keep.append(j)
+    w[keep] = torch.linalg.lstsq(X[:, keep], y.reshape(-1, 1)).solution
+    return w
+
+
+def errors_one_data_set(sizes, w, b, noise=0.01, generator=None):
+    """One data set of the largest size for every row: the errors do not depend on n."""
+    X, y = ref.synthetic_data(w, b, max(sizes), noise, generator)
+    w_hat, b_hat = ref.fit_normal_equation(X, y)
+    row = torch.stack([(w_hat.reshape(-1) - w).norm(), (b_hat.reshape(()) - b).abs()])
+    return row.repeat(len(sizes), 1)
+
+
+def errors_squared(sizes, w, b, noise=0.01, generator=None):
+    return ref.estimation_errors(sizes, w, b, noise, generator) ** 2
+
+
+def errors_signed(sizes, w, b, noise=0.01, generator=None):
+    out = []
+    for n in sizes:
+        X, y = ref.synthetic_data(w, b, n, noise, generator)
+        w_hat, b_hat = ref.fit_normal_equation(X, y)
+        out.append(torch.stack([(w_hat.reshape(-1) - w).norm(), b_hat.reshape(()) - b]))
+    return torch.stack(out)
+
+
+def errors_default_noise(sizes, w, b, noise=0.01, generator=None):
+    return ref.estimation_errors(sizes, w, b, 0.01, generator)
+
+
+BUGGY += [
+    ("best_constants", lambda x: (x.mean(), x.mean()), "sum |x - b| is smallest at a median"),
+    ("best_constants", lambda x: (x.median(), x.median()), "the median for both"),
+    ("best_constants", lambda x: (x.median(), x.mean()), "swapped"),
+    ("best_constants", lambda x: ((x.min() + x.max()) / 2,) * 2, "midrange"),
+    ("fit_min_norm", min_norm_solve, "singular"),
+    ("fit_min_norm", min_norm_ridge_one, "ridge penalty lam = 1"),
+    ("fit_min_norm", min_norm_drop_columns, "null space"),
+    ("fit_min_norm", lambda X, y: torch.linalg.pinv(X) @ y, "shape"),
+    ("fit_min_norm", lambda X, y: torch.linalg.inv(X.T @ X) @ X.T @ y.reshape(-1, 1), "singular"),
+    ("estimation_errors", errors_one_data_set, "shrink like noise / sqrt(n)"),
+    ("estimation_errors", errors_squared, "shrink like noise / sqrt(n)"),
+    ("estimation_errors", errors_signed, "signed difference"),
+    ("estimation_errors", errors_default_noise, "shrink like noise / sqrt(n)"),
+    ("lr_for_mean_loss", lambda lr, bs: lr / bs, "divided by batch_size"),
+    ("lr_for_mean_loss", lambda lr, bs: lr, "unchanged"),
+    ("lr_for_mean_loss", lambda lr, bs: lr * math.sqrt(bs), "sqrt(batch_size)"),
+    ("laplace_nll", lambda yh, y, scale=1.0: (math.log(2 * scale) + (y.reshape(yh.shape) - yh)
+                                              ** 2 / scale).mean(), "squared residual"),
+    ("laplace_nll", lambda yh, y, scale=1.0: ((y.reshape(yh.shape) - yh).abs() / scale).mean(),
+     "log term is missing"),
+    ("laplace_nll", lambda yh, y, scale=1.0: (math.log(2 * scale) + (y.reshape(yh.shape) - yh)
+                                              .abs()).mean(), "not divided by scale"),
+    ("laplace_nll", lambda yh, y, scale=1.0: (math.log(2 * scale) + (y - yh).abs() / scale
+                                              ).mean(), "broadcast"),
+    ("poisson_nll", lambda r, k: (k * torch.log(r) - r).mean(), "sign is flipped"),
+    ("poisson_nll", lambda r, k: (r - torch.log(r)).mean(), "not multiplied by k"),
+    ("poisson_nll", lambda r, k: (r - k * torch.log(r) + torch.lgamma(k)).mean(), "lgamma(k + 1)"),
+    ("poisson_nll", lambda r, k: (r - k * torch.log(r)).sum(), "sum over examples"),
+    ("poisson_nll_log", lambda e, k: (k * e - torch.exp(e)).mean(), "sign is flipped"),
+    ("poisson_nll_log", lambda e, k: (e - k * e).mean(), "used as the rate"),
+    ("poisson_nll_log", lambda e, k: (torch.exp(e) - k * torch.exp(e)).mean(),
+     "k exp(log_rate)"),
+    ("poisson_nll_log", lambda e, k: (torch.exp(e) - k * e).sum(), "sum over examples"),
+]

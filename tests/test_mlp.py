@@ -35,6 +35,11 @@ def test_derivatives_match_autograd():
         x = X.clone().requires_grad_()
         fn(x).sum().backward()
         torch.testing.assert_close(grad(X), x.grad)
+    for beta in (1.0, 0.5, 2.0, -1.0, 0.0):
+        x = X.clone().requires_grad_()
+        (x * torch.sigmoid(beta * x)).sum().backward()
+        torch.testing.assert_close(ref.swish_grad(X, beta), x.grad)
+        torch.testing.assert_close(ref.swish(X, beta), F.silu(beta * X) / beta if beta else X / 2)
     x = torch.zeros(3, requires_grad=True)
     torch.relu(x).sum().backward()
     assert torch.equal(ref.relu_grad(torch.zeros(3)), x.grad)  # 0 at 0, as PyTorch
@@ -61,7 +66,8 @@ def test_public_module_holds_no_reference():
     assert not any(m and m.startswith("grader.chapters") for m in imported)
     for name in ("relu", "sigmoid", "tanh", "relu_grad", "sigmoid_grad", "tanh_grad",
                  "mlp_forward", "collapse_linear", "make_mlp", "prelu", "prelu_grad",
-                 "tanh_via_sigmoid", "LIKELY", "REFERENCES", "EXTREMES"):
+                 "tanh_via_sigmoid", "swish", "swish_grad", "LIKELY", "REFERENCES",
+                 "EXTREMES"):
         assert not hasattr(public, name), name
 
 
@@ -234,6 +240,22 @@ def prelu_grad_mask(X, alpha):
     return pos + alpha * (1 - pos)
 
 
+def swish_via_tanh(X, beta=1.0):
+    # sigmoid(z) = (1 + tanh(z / 2)) / 2, tanh written stably
+    return X * (1 + tanh_where(beta * X / 2)) / 2
+
+
+def swish_grad_factored(X, beta=1.0):
+    s = sigmoid_where(beta * X)
+    return s * (1 + beta * X * (1 - s))
+
+
+def swish_grad_two_sigmoids(X, beta=1.0):
+    # 1 - sigmoid(z) = sigmoid(-z): no cancellation when sigmoid(z) is close to 1
+    s, r = sigmoid_where(beta * X), sigmoid_where(-beta * X)
+    return s + beta * X * s * r
+
+
 CORRECT = [
     ("relu", ref.relu), ("relu", relu_d2l), ("relu", relu_where), ("relu", relu_clamp),
     ("sigmoid", ref.sigmoid), ("sigmoid", sigmoid_d2l), ("sigmoid", sigmoid_where),
@@ -256,6 +278,10 @@ CORRECT = [
     ("prelu_grad", ref.prelu_grad), ("prelu_grad", prelu_grad_mask),
     ("tanh_via_sigmoid", ref.tanh_via_sigmoid),
     ("tanh_via_sigmoid", lambda X, sigmoid: sigmoid(2 * X) * 2 - torch.ones_like(X)),
+    ("swish", ref.swish), ("swish", swish_via_tanh),
+    ("swish", lambda X, beta=1.0: X * sigmoid_d2l(beta * X)),
+    ("swish_grad", ref.swish_grad), ("swish_grad", swish_grad_factored),
+    ("swish_grad", swish_grad_two_sigmoids),
 ]
 
 
@@ -393,6 +419,12 @@ def make_mlp_layer_list(num_inputs, num_hiddens, num_outputs):
     return list(ref.make_mlp(num_inputs, num_hiddens, num_outputs))
 
 
+def swish_autograd(X, beta=1.0):
+    x = X.detach().clone().requires_grad_()
+    (x * sigmoid_d2l(beta * x)).sum().backward()
+    return x.grad
+
+
 def tvs_also_torch(X, sigmoid):
     sigmoid(X)
     return 2 * torch.sigmoid(2 * X) - 1
@@ -481,4 +513,19 @@ BUGGY = [
     ("tanh_via_sigmoid", lambda X, sigmoid: 2 * sigmoid(X) - 1, "2 * sigmoid(2x) - 1"),
     ("tanh_via_sigmoid", lambda X, sigmoid: 2 * sigmoid(2 * X), "without the - 1"),
     ("tanh_via_sigmoid", lambda X, sigmoid: sigmoid(2 * X) - 1, "multiply the sigmoid by 2"),
+    ("swish", lambda X, beta=1.0: X * sigmoid_d2l(X), "beta is ignored"),
+    ("swish", lambda X, beta=1.0: beta * X * sigmoid_d2l(X), "inside the sigmoid"),
+    ("swish", lambda X, beta=1.0: X * torch.exp(beta * X) / (1 + torch.exp(beta * X)),
+     "overflows"),
+    ("swish", lambda X, beta=1.0: F.silu(beta * X) / beta, "F.silu"),
+    ("swish", lambda X, beta=1.0: X * torch.sigmoid(beta * X), "torch.sigmoid"),
+    ("swish_grad", lambda X, beta=1.0: sigmoid_d2l(beta * X) + X * sigmoid_grad_d2l(beta * X),
+     "factor beta is missing"),
+    ("swish_grad", lambda X, beta=1.0: sigmoid_d2l(beta * X), "second term is missing"),
+    ("swish_grad", lambda X, beta=1.0: beta * X * sigmoid_grad_exp(beta * X), "first term"),
+    ("swish_grad", lambda X, beta=1.0: sigmoid_d2l(beta * X) - beta * X
+     * sigmoid_grad_exp(beta * X), "sign error"),
+    ("swish_grad", lambda X, beta=1.0: sigmoid_d2l(beta * X) + beta * X * torch.exp(-beta * X)
+     / (1 + torch.exp(-beta * X)) ** 2, "overflows"),
+    ("swish_grad", swish_autograd, "Tensor.backward"),
 ]

@@ -209,6 +209,33 @@ class AdamGlobal:
             p.grad = None
 
 
+def bisection_recursive(df, a, b, tol=1e-6):
+    if b - a <= tol:
+        return (a + b) / 2
+    mid = a + (b - a) / 2
+    return bisection_recursive(df, a, mid, tol) if df(mid) > 0 else bisection_recursive(df, mid, b, tol)
+
+
+def bisection_bounds_list(df, a, b, tol=1e-6):
+    lo_hi = [float(a), float(b)]
+    while lo_hi[1] - lo_hi[0] > tol:
+        m = sum(lo_hi) / 2
+        lo_hi[df(m) > 0] = m  # df(m) > 0: the minimum is left of m, so m becomes the upper end
+    return 0.5 * (lo_hi[0] + lo_hi[1])
+
+
+def quadratic_minimum_cholesky(Q, c, b):
+    L = torch.linalg.cholesky(Q)
+    x = -torch.cholesky_solve(c.unsqueeze(1), L).squeeze(1)
+    return x, (b + 0.5 * torch.dot(c, x)).item()
+
+
+def quadratic_minimum_inverse(Q, c, b):
+    Qi = torch.linalg.inv(Q.double())
+    x = -(Qi @ c.double())
+    return x.to(Q.dtype), float(b - 0.5 * c.double() @ Qi @ c.double())
+
+
 CORRECT = [
     ("gd", ref.gd), ("gd", gd_loop),
     ("gd_contraction", ref.gd_contraction), ("gd_contraction", gd_contraction_loop),
@@ -220,6 +247,10 @@ CORRECT = [
     ("Adam", ref.Adam), ("Adam", AdamGlobal),
     ("cosine_warmup_lr", ref.cosine_warmup_lr), ("cosine_warmup_lr", cosine_warmup_branches),
     ("cosine_warmup_lr", cosine_warmup_torchlike),
+    ("bisection_minimize", ref.bisection_minimize), ("bisection_minimize", bisection_recursive),
+    ("bisection_minimize", bisection_bounds_list),
+    ("quadratic_minimum", ref.quadratic_minimum), ("quadratic_minimum", quadratic_minimum_cholesky),
+    ("quadratic_minimum", quadratic_minimum_inverse),
 ]
 
 
@@ -461,7 +492,78 @@ class AdamZeroes(ZeroesGrads, ref.Adam):
     pass
 
 
+def bisection_wrong_half(df, a, b, tol=1e-6):
+    while b - a > tol:
+        mid = (a + b) / 2
+        if df(mid) < 0:
+            b = mid
+        else:
+            a = mid
+    return (a + b) / 2
+
+
+def bisection_twenty_steps(df, a, b, tol=1e-6):
+    for _ in range(20):
+        mid = (a + b) / 2
+        a, b = (a, mid) if df(mid) > 0 else (mid, b)
+    return (a + b) / 2
+
+
+def bisection_grid(df, a, b, tol=1e-6):
+    # cuts a tenth off the interval per call: the right answer, but far too many calls
+    while b - a > tol:
+        x = a + (b - a) / 10
+        if df(x) > 0:
+            b = x
+        else:
+            a = x
+    return (a + b) / 2
+
+
+def bisection_calls_twice(df, a, b, tol=1e-6):
+    while b - a > tol:
+        mid = (a + b) / 2
+        if df(mid) > 0 and df(mid) != 0:
+            b = mid
+        else:
+            a = mid
+    return (a + b) / 2
+
+
+def bisection_tensor(df, a, b, tol=1e-6):
+    return torch.tensor(ref.bisection_minimize(df, a, b, tol))
+
+
+def quadratic_no_minus(Q, c, b):
+    x = torch.linalg.solve(Q, c)
+    return x, float(b - c @ x / 2)
+
+
+def quadratic_no_half(Q, c, b):
+    x = -torch.linalg.solve(Q, c)
+    return x, float(b + c @ x)
+
+
+def quadratic_diagonal(Q, c, b):
+    x = -c / torch.diagonal(Q)
+    return x, float(b + c @ x + x @ Q @ x / 2)
+
+
+def quadratic_tensor_min(Q, c, b):
+    x = -torch.linalg.solve(Q, c)
+    return x, b + c @ x / 2
+
+
 BUGGY = [
+    ("bisection_minimize", bisection_wrong_half, "the wrong half is kept"),
+    ("bisection_minimize", bisection_twenty_steps, "a fixed number of halvings"),
+    ("bisection_minimize", bisection_grid, "called df"),
+    ("bisection_minimize", bisection_calls_twice, "called df"),
+    ("bisection_minimize", bisection_tensor, "Python float"),
+    ("quadratic_minimum", quadratic_no_minus, "the minus sign is missing"),
+    ("quadratic_minimum", quadratic_no_half, "the half is missing"),
+    ("quadratic_minimum", quadratic_diagonal, "only the diagonal of Q"),
+    ("quadratic_minimum", quadratic_tensor_min, "Python float"),
     ("gd", gd_rows, "num_steps + 1 rows"),
     ("gd", gd_mutates, "modified its input"),
     ("gd", gd_uphill, "uphill"),

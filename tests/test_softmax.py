@@ -557,3 +557,104 @@ def test_public_modules_hold_no_reference_code():
         for formula in ("torch.exp(", "torch.log(", ".exp()", ".log()", "argmax", "math.log",
                         ".tiny", "p.grad /", "lr * "):
             assert formula not in src, f"{module.__name__} holds {formula!r}"
+
+
+# --- D2L 4.1, exercises 1 and 4 ------------------------------------------------------------------
+
+def test_hessian_and_bradley_terry_match_autograd_and_sigmoid():
+    o = torch.randn(5, dtype=torch.float64)
+    y = torch.tensor([2])
+    H = torch.autograd.functional.hessian(
+        lambda v: F.cross_entropy(v.reshape(1, -1), y).sum(), o)
+    torch.testing.assert_close(ref.softmax_ce_hessian(o), H)
+    p = torch.softmax(o, 0)
+    cov = torch.diag(p) - torch.outer(p, p)  # the covariance of the one-hot e_Y, Y ~ p
+    torch.testing.assert_close(ref.softmax_ce_hessian(o), cov)
+    a, b = torch.randn(9, dtype=torch.float64) * 5, torch.randn(9, dtype=torch.float64) * 5
+    torch.testing.assert_close(ref.bradley_terry(a, b), torch.sigmoid(a - b))
+    torch.testing.assert_close(ref.bradley_terry(a, b),
+                               torch.softmax(torch.stack([a, b], 1), 1)[:, 0])
+
+
+def hessian_outer(o):
+    e = torch.exp(o - o.max())
+    p = e / e.sum()
+    return torch.diag(p) - p[:, None] * p[None, :]
+
+
+def hessian_loop(o):
+    e = torch.exp(o - o.max())
+    p = e / e.sum()
+    q = len(o)
+    H = torch.zeros(q, q, dtype=o.dtype)
+    for i in range(q):
+        for j in range(q):
+            H[i, j] = p[i] * ((1.0 if i == j else 0.0) - p[j])
+    return H
+
+
+def hessian_covariance(o):
+    """The covariance of the one-hot vector e_Y, Y ~ softmax(o): E[e e^T] - E[e] E[e]^T."""
+    p = torch.exp(o - o.max())
+    p = p / p.sum()
+    E = torch.eye(len(o), dtype=o.dtype)
+    second = (p[:, None, None] * E[:, :, None] * E[:, None, :]).sum(0)
+    return second - torch.outer(p, p)
+
+
+def _p(o):
+    e = torch.exp(o - o.max())
+    return e / e.sum()
+
+
+def bt_sigmoid(o_a, o_b):
+    return torch.sigmoid(o_a - o_b)
+
+
+def bt_where(o_a, o_b):
+    d = o_a - o_b
+    e = torch.exp(-d.abs())
+    return torch.where(d >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def bt_max_shift(o_a, o_b):
+    m = torch.maximum(o_a, o_b)
+    ea, eb = torch.exp(o_a - m), torch.exp(o_b - m)
+    return ea / (ea + eb)
+
+
+def hessian_autograd(o):
+    return torch.autograd.functional.hessian(lambda v: v.exp().sum().log() - v[0], o)
+
+
+def hessian_softmax_builtin(o):
+    p = torch.softmax(o, 0)
+    return torch.diag(p) - torch.outer(p, p)
+
+
+CORRECT += [
+    ("softmax_ce_hessian", ref.softmax_ce_hessian),
+    ("softmax_ce_hessian", hessian_outer),
+    ("softmax_ce_hessian", hessian_loop),
+    ("softmax_ce_hessian", hessian_covariance),
+    ("bradley_terry", ref.bradley_terry),
+    ("bradley_terry", bt_sigmoid),
+    ("bradley_terry", bt_where),
+    ("bradley_terry", bt_max_shift),
+]
+
+BUGGY += [
+    ("softmax_ce_hessian", lambda o: torch.diag(_p(o)), "p p^T term is missing"),
+    ("softmax_ce_hessian", lambda o: -torch.outer(_p(o), _p(o)), "diag(p) is missing"),
+    ("softmax_ce_hessian", lambda o: torch.diag(hessian_outer(o).diagonal()), "only the diagonal"),
+    ("softmax_ce_hessian", lambda o: -hessian_outer(o), "sign is flipped"),
+    ("softmax_ce_hessian", lambda o: torch.diag(torch.exp(o) / torch.exp(o).sum())
+     - torch.outer(torch.exp(o) / torch.exp(o).sum(), torch.exp(o) / torch.exp(o).sum()),
+     "stable softmax"),
+    ("softmax_ce_hessian", hessian_autograd, "autograd"),
+    ("softmax_ce_hessian", hessian_softmax_builtin, "torch.softmax"),
+    ("bradley_terry", lambda a, b: torch.exp(a) / (torch.exp(a) + torch.exp(b)), "overflows"),
+    ("bradley_terry", lambda a, b: a / (a + b), "used as weights"),
+    ("bradley_terry", lambda a, b: torch.sigmoid(b - a), "probability of choosing b"),
+    ("bradley_terry", lambda a, b: torch.softmax(torch.stack([a, b]), 0)[0], "torch.softmax"),
+]

@@ -684,3 +684,398 @@ BUGGY = [
     ("train_with_validation", fit_last_epoch_only, "one dict per epoch"),
     ("train_with_validation", fit_valid_first, "validate after training"),
 ]
+
+
+# === fix-the-bug exercises ===========================================================================
+
+import functools  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+P = functools.partial
+
+
+def test_log_mse_loss_keeps_a_gradient_below_the_clamp():
+    p = torch.tensor([0.5, -2.0, 3.0], requires_grad=True)
+    ref.log_mse_loss(p, torch.tensor([10.0, 10.0, 10.0])).backward()
+    assert (p.grad != 0).all() and (p.grad < 0).all()
+    q = torch.tensor([0.5, -2.0, 3.0], requires_grad=True)
+    ref.log_mse_clamped(q, torch.tensor([10.0, 10.0, 10.0])).backward()
+    assert q.grad[:2].eq(0).all(), "the original bug: no gradient below the clamp"
+
+
+def test_backward_twice_is_the_error_students_see():
+    spec = [("Linear", [3, 4], {}), ("Tanh", [], {}), ("Linear", [4, 1], {})]
+    obs = ref._obs_two_losses(spec, None, torch.randn(5, 3), torch.randn(5, 1), False,
+                              impl=ref.two_losses_twice)
+    assert "backward through the graph a second time" in obs["error"]
+
+
+# a. predict
+def predict_inference_mode(model, X):
+    mode = model.training
+    model.train(False)
+    try:
+        with torch.inference_mode():
+            out = model(X)
+        return out.clone()
+    finally:
+        model.train(mode)
+
+
+def predict_decorated(model, X):
+    @torch.no_grad()
+    def forward():
+        return model(X)
+    was = model.training
+    model.eval()
+    y_hat = forward()
+    if was:
+        model.train()
+    return y_hat
+
+
+# b. two losses
+def two_losses_retain(model, X, y):
+    y_hat = model(X)
+    a = nn.functional.mse_loss(y_hat, y)
+    b = y_hat.pow(2).mean()
+    a.backward(retain_graph=True)
+    b.backward()
+    return float(a), float(b)
+
+
+def two_losses_autograd_grad(model, X, y):
+    y_hat = model(X)
+    a = ((y_hat - y) ** 2).mean()
+    b = (y_hat * y_hat).mean()
+    params = list(model.parameters())
+    grads = torch.autograd.grad(a + b, params)
+    for p, g in zip(params, grads):
+        p.grad = g if p.grad is None else p.grad + g
+    return a.item(), b.item()
+
+
+# c. epoch orders
+def orders_argsort(dataset_size, num_epochs, generator=None):
+    return torch.stack([torch.rand(dataset_size, generator=generator).argsort()
+                        for _ in range(num_epochs)])
+
+
+def orders_tensors(dataset_size, num_epochs, generator=None):
+    out = []
+    for _ in range(num_epochs):
+        out.append(torch.randperm(dataset_size, generator=generator))
+    return out
+
+
+# d. log_mse_loss
+def log_mse_where_clamped(preds, labels):
+    f = torch.where(preds >= 1, torch.log(preds.clamp(min=1)), preds - 1)
+    return torch.mean((f - labels.log()) ** 2)
+
+
+def log_mse_relu(preds, labels):
+    below = torch.relu(1 - preds)
+    return ((torch.log(preds + below) - below - torch.log(labels)) ** 2).mean()
+
+
+# e. fit_log_price
+def fit_log_price_autograd(X, prices, lr, num_steps):
+    w = torch.zeros(X.shape[1], 1, dtype=X.dtype, requires_grad=True)
+    b = torch.zeros(1, dtype=X.dtype, requires_grad=True)
+    y = torch.log(prices)
+    for _ in range(num_steps):
+        loss = ((X @ w + b - y) ** 2).mean()
+        loss.backward()
+        with torch.no_grad():
+            w -= lr * w.grad
+            b -= lr * b.grad
+            w.grad.zero_()
+            b.grad.zero_()
+    with torch.no_grad():
+        return torch.exp(X @ w + b)
+
+
+def fit_log_price_module(X, prices, lr, num_steps):
+    net = nn.Linear(X.shape[1], 1).to(X.dtype)
+    nn.init.zeros_(net.weight)
+    nn.init.zeros_(net.bias)
+    for _ in range(num_steps):
+        net.zero_grad()
+        nn.functional.mse_loss(net(X), prices.log()).backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                p -= lr * p.grad
+    return net(X).detach().exp()
+
+
+# f. init_small_
+def init_small_apply(net):
+    def init(m):
+        if type(m) is nn.Linear:
+            with torch.no_grad():
+                m.weight.copy_(torch.randn_like(m.weight) * 0.01)
+                m.bias.zero_()
+    net.apply(init)
+
+
+def init_small_named(net):
+    for name, p in net.named_parameters():
+        if name.endswith("weight"):
+            nn.init.normal_(p, std=0.01)
+        else:
+            nn.init.constant_(p, 0.0)
+    return net
+
+
+# g. WindowDataset
+class WindowUnfold(data.Dataset):
+    def __init__(self, series, window):
+        self.X = series.unfold(0, window, 1)[:-1] if len(series) > window else series[:0]
+        self.y = series[window:]
+
+    def __len__(self):
+        return self.y.shape[0]
+
+    def __getitem__(self, idx):
+        return self.X[idx], self.y[idx]
+
+
+class WindowLists(data.Dataset):
+    def __init__(self, series, window):
+        self.pairs = [(series[i:i + window], series[i + window])
+                      for i in range(len(series) - window)]
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        return self.pairs[i]
+
+
+# h. parameters_once
+def parameters_seen(*modules):
+    out, seen = [], set()
+    for m in modules:
+        for p in m.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
+def parameters_container(*modules):
+    return list(nn.ModuleList(modules).parameters())
+
+
+# i. to_device
+def to_device_match(batch, device):
+    match batch:
+        case torch.Tensor():
+            return batch.to(device)
+        case tuple():
+            return tuple(to_device_match(b, device) for b in batch)
+        case list():
+            return [to_device_match(b, device) for b in batch]
+        case dict():
+            return {k: to_device_match(v, device) for k, v in batch.items()}
+        case _:
+            return batch
+
+
+def to_device_tree(batch, device):
+    from torch.utils._pytree import tree_map
+    return tree_map(lambda x: x.to(device) if isinstance(x, torch.Tensor) else x, batch)
+
+
+# j. train_step
+def train_step_none(model, X, y, criterion, optimizer):
+    for p in model.parameters():
+        p.grad = None
+    y_hat = model(X)
+    loss = criterion(y_hat, y)
+    loss.backward()
+    optimizer.step()
+    return float(loss)
+
+
+def train_step_detached(model, X, y, criterion, optimizer):
+    optimizer.zero_grad(set_to_none=False)
+    loss = criterion(model(X), y)
+    loss.backward()
+    optimizer.step()
+    return loss.detach().item()
+
+
+# k. accumulate_and_step
+def accumulate_sum_reduction(model, micro_batches, criterion, optimizer):
+    optimizer.zero_grad()
+    n = sum(X.shape[0] for X, _ in micro_batches)
+    total = 0.0
+    for X, y in micro_batches:
+        s = nn.functional.mse_loss(model(X), y, reduction="sum") / y.shape[1]
+        (s / n).backward()
+        total += s.item()
+    optimizer.step()
+    return total / n
+
+
+def accumulate_one_graph(model, micro_batches, criterion, optimizer):
+    optimizer.zero_grad(set_to_none=True)
+    sizes = [len(X) for X, _ in micro_batches]
+    losses = [criterion(model(X), y) for X, y in micro_batches]
+    total = sum(l * k for l, k in zip(losses, sizes)) / sum(sizes)
+    total.backward()
+    optimizer.step()
+    return total.item()
+
+
+# l. evaluate_loss
+def evaluate_loss_try(model, loader, criterion, device):
+    was = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            parts = [(criterion(model(X.to(device)), y.to(device)) * len(y), len(y))
+                     for X, y in loader]
+        return float(sum(p for p, _ in parts) / sum(n for _, n in parts))
+    finally:
+        model.train(was)
+
+
+def evaluate_loss_sum(model, loader, criterion, device):
+    mode = model.training
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for X, y in loader:
+            X, y = X.to(device), y.to(device)
+            total += nn.functional.cross_entropy(model(X), y, reduction="sum").item()
+            n += y.numel()
+    model.train(mode)
+    return total / n
+
+
+# m. frame_to_tensor
+def frame_astype(df):
+    return torch.tensor(df.astype("float32").values)
+
+
+def frame_columns(df):
+    return torch.stack([torch.as_tensor(df[c].to_numpy().astype(np.float32)) for c in df.columns],
+                       dim=1)
+
+
+# n. report_log_rmse
+def report_fixed_name(preds, labels):
+    rmse = torch.sqrt(torch.mean((torch.log(preds.clamp(min=1)) - torch.log(labels)) ** 2))
+    return rmse.item()
+
+
+def report_numpy(preds, labels):
+    p = np.maximum(preds.detach().double().numpy(), 1)
+    return float(np.sqrt(np.mean((np.log(p) - np.log(labels.double().numpy())) ** 2)))
+
+
+CORRECT += [
+    ("predict", ref.predict), ("predict", predict_inference_mode), ("predict", predict_decorated),
+    ("backward_two_losses", ref.backward_two_losses),
+    ("backward_two_losses", two_losses_retain),
+    ("backward_two_losses", two_losses_autograd_grad),
+    ("epoch_orders", ref.epoch_orders), ("epoch_orders", orders_argsort),
+    ("epoch_orders", orders_tensors),
+    ("log_mse_loss", ref.log_mse_loss), ("log_mse_loss", log_mse_where_clamped),
+    ("log_mse_loss", log_mse_relu),
+    ("fit_log_price", ref.fit_log_price), ("fit_log_price", fit_log_price_autograd),
+    ("fit_log_price", fit_log_price_module),
+    ("init_small_", ref.init_small_), ("init_small_", init_small_apply),
+    ("init_small_", init_small_named),
+    ("WindowDataset", ref.WindowDataset), ("WindowDataset", WindowUnfold),
+    ("WindowDataset", WindowLists),
+    ("parameters_once", ref.parameters_once), ("parameters_once", parameters_seen),
+    ("parameters_once", parameters_container),
+    ("to_device", ref.to_device), ("to_device", to_device_match), ("to_device", to_device_tree),
+    ("train_step", ref.train_step), ("train_step", train_step_none),
+    ("train_step", train_step_detached),
+    ("accumulate_and_step", ref.accumulate_and_step),
+    ("accumulate_and_step", accumulate_sum_reduction),
+    ("accumulate_and_step", accumulate_one_graph),
+    ("evaluate_loss", ref.evaluate_loss), ("evaluate_loss", evaluate_loss_try),
+    ("evaluate_loss", evaluate_loss_sum),
+    ("frame_to_tensor", ref.frame_to_tensor), ("frame_to_tensor", frame_astype),
+    ("frame_to_tensor", frame_columns),
+    ("report_log_rmse", ref.report_log_rmse), ("report_log_rmse", report_fixed_name),
+    ("report_log_rmse", report_numpy),
+]
+
+
+def parameters_real_set(*modules):
+    return list({p for m in modules for p in m.parameters()})
+
+
+def window_getitem_only(series, window):
+    return ref.WindowGetitemTypo(series, window)
+
+
+BUGGY += [
+    ("predict", ref.predict_eval_only, "model.eval() alone"),
+    ("predict", ref.predict_detached, ".detach() after the forward pass"),
+    ("predict", ref.predict_no_grad_only, "torch.no_grad() alone"),
+    ("predict", ref.predict_not_restored, "mode not restored"),
+    ("backward_two_losses", ref.two_losses_twice, "backward twice through one graph"),
+    ("backward_two_losses", ref.two_losses_first_only, "only data_loss's gradient"),
+    ("backward_two_losses", ref.two_losses_halved, "halves the gradients"),
+    ("backward_two_losses", ref.two_losses_zeroed, "were erased"),
+    ("backward_two_losses", ref.two_losses_two_forwards, "two forward passes"),
+    ("epoch_orders", ref.orders_shuffled_once, "shuffled once"),
+    ("epoch_orders", ref.orders_unshuffled, "no shuffling"),
+    ("epoch_orders", ref.orders_global, "the global random generator"),
+    ("epoch_orders", ref.orders_with_replacement, "draws with replacement"),
+    ("epoch_orders", ref.orders_rotated, "rotated"),
+    ("log_mse_loss", ref.log_mse_clamped, "clamp's gradient is zero below the clamp"),
+    ("log_mse_loss", ref.log_mse_where, "torch.where evaluates both branches"),
+    ("log_mse_loss", ref.log_mse_jump, "must meet log at 1"),
+    ("log_mse_loss", ref.log_mse_rooted, "the square root of the mean"),
+    ("fit_log_price", P(ref.fit_log_price, log=None, exp=None), "trained on raw prices"),
+    ("fit_log_price", P(ref.fit_log_price, exp=None), "predictions in log units"),
+    ("fit_log_price", P(ref.fit_log_price, half=True), "a factor 1/2"),
+    ("init_small_", ref._init_with(std=10.0), "a standard deviation of 10"),
+    ("init_small_", ref._init_with(std=0.1), "not the variance"),
+    ("init_small_", ref._init_with(uniform=True), "a uniform distribution"),
+    ("init_small_", ref._init_with(bias=False), "biases left"),
+    ("init_small_", ref._init_with(nested=False), "net.children()"),
+    ("WindowDataset", ref.WindowTypos, "misspelt special methods"),
+    ("WindowDataset", window_getitem_only, "`__getitem` is not `__getitem__`"),
+    ("WindowDataset", ref.WindowLenTypo, "__len__"),
+    ("WindowDataset", ref.WindowLength, "len(series) - window"),
+    ("parameters_once", parameters_real_set, "a set has no order"),
+    ("parameters_once", ref.parameters_chained, "a shared tensor twice"),
+    ("to_device", ref.to_device_unassigned, "returns a moved copy"),
+    ("to_device", ref.to_device_list, "a list where a tuple was"),
+    ("to_device", ref.to_device_flat, "nested containers"),
+    ("train_step", ref.train_step_typo, "backword"),
+    ("train_step", P(ref.train_step, zero=False), "no zero_grad"),
+    ("train_step", P(ref.train_step, step_first=True), "step before backward"),
+    ("train_step", P(ref.train_step, item=False), "loss.item()"),
+    ("accumulate_and_step", P(ref.accumulate_and_step, bug="no_zero"), "no zero_grad first"),
+    ("accumulate_and_step", P(ref.accumulate_and_step, bug="zero_inside"),
+     "zero_grad inside the loop"),
+    ("accumulate_and_step", P(ref.accumulate_and_step, bug="step_each"),
+     "a step per micro-batch"),
+    ("accumulate_and_step", P(ref.accumulate_and_step, bug="unweighted"),
+     "unweighted micro-batches"),
+    ("evaluate_loss", P(ref.evaluate_loss, eval_mode=False), "no eval()"),
+    ("evaluate_loss", P(ref.evaluate_loss, no_grad=False), "torch.no_grad()"),
+    ("evaluate_loss", P(ref.evaluate_loss, restore=False), "mode not restored"),
+    ("evaluate_loss", P(ref.evaluate_loss, per_batch=True), "per-batch averages"),
+    ("frame_to_tensor", ref.frame_object_array, "NumPy array of Python objects"),
+    ("frame_to_tensor", lambda df: torch.tensor(df.astype(float).to_numpy()), "float64"),
+    ("frame_to_tensor", lambda df: torch.tensor(df.select_dtypes("number").to_numpy(
+        dtype=np.float32)), "bool columns were dropped"),
+    ("report_log_rmse", ref.report_misspelt, "a misspelt name"),
+    ("report_log_rmse", lambda p, y: torch.sqrt(torch.mean(
+        (torch.log(p.clamp(min=1)) - torch.log(y)) ** 2)), ".item()"),
+    ("report_log_rmse", lambda p, y: torch.sqrt(torch.mean(
+        (torch.log(p) - torch.log(y)) ** 2)).item(), "no clamp"),
+]

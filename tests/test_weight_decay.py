@@ -558,7 +558,7 @@ BUGGY = [
 ]
 
 
-def test_visible_check_catches_the_seed_notes_bug():
+def test_visible_check_catches_the_first_weight_only_bug():
     """Only net[0].weight in the optimizer: the bias is never trained, already visibly."""
     from grader.feedback import Mismatch
     from grader.testing import visible_verdict
@@ -567,3 +567,114 @@ def test_visible_check_catches_the_seed_notes_bug():
         visible_verdict(CH, "weight_decay_sgd", wd_first_weight_only)
     with pytest.raises(Mismatch, match="biases are decayed"):
         visible_verdict(CH, "weight_decay_sgd", wd_all)
+
+
+# --- frobenius_sq and prior_to_weight_decay (D2L 3.7, exercises 4 and 6) ------------------------
+
+def frob_sum_squares(W):
+    return (W ** 2).sum()
+
+
+def frob_trace_gram_rows(W):
+    return torch.trace(W @ W.T)
+
+
+def frob_einsum(W):
+    return torch.einsum("ij,ij->", W, W)
+
+
+def prior_formula(sigma_w, sigma_noise, n):
+    return sigma_noise ** 2 / sigma_w ** 2 / n
+
+
+def prior_math(sigma_w, sigma_noise, n):
+    return math.pow(sigma_noise / sigma_w, 2) * (1.0 / n)
+
+
+CORRECT += [
+    ("frobenius_sq", ref.frobenius_sq),
+    ("frobenius_sq", frob_sum_squares),
+    ("frobenius_sq", frob_trace_gram_rows),
+    ("frobenius_sq", frob_einsum),
+    ("prior_to_weight_decay", ref.prior_to_weight_decay),
+    ("prior_to_weight_decay", prior_formula),
+    ("prior_to_weight_decay", prior_math),
+]
+
+
+def frob_gram_sum(W):
+    return (W.T @ W).sum()
+
+
+def frob_no_transpose(W):
+    return torch.trace(W @ W)
+
+
+def frob_norm(W):
+    return torch.linalg.norm(W) ** 2
+
+
+def frob_sqrt(W):
+    return torch.sqrt((W ** 2).sum())
+
+
+def frob_halved(W):
+    return (W ** 2).sum() / 2
+
+
+def frob_item(W):
+    return torch.tensor((W ** 2).sum().item(), dtype=W.dtype)
+
+
+def prior_only(sigma_w, sigma_noise, n):
+    return 1 / sigma_w ** 2
+
+
+def prior_no_n(sigma_w, sigma_noise, n):
+    return sigma_noise ** 2 / sigma_w ** 2
+
+
+def prior_stds(sigma_w, sigma_noise, n):
+    return sigma_noise / (n * sigma_w)
+
+
+def prior_inverted(sigma_w, sigma_noise, n):
+    return sigma_w ** 2 / (n * sigma_noise ** 2)
+
+
+def prior_tensor(sigma_w, sigma_noise, n):
+    return torch.tensor(sigma_noise ** 2 / (n * sigma_w ** 2))
+
+
+BUGGY += [
+    ("frobenius_sq", frob_gram_sum, "sum of ALL entries of WᵀW"),
+    ("frobenius_sq", frob_no_transpose, "W is not transposed"),
+    ("frobenius_sq", frob_norm, "torch.linalg.norm"),
+    ("frobenius_sq", frob_sqrt, "not its square"),
+    ("frobenius_sq", frob_halved, "halved"),
+    ("frobenius_sq", frob_item, "not differentiable"),
+    ("prior_to_weight_decay", prior_only, "multiply by sigma_noise^2 / n"),
+    ("prior_to_weight_decay", prior_no_n, "n is missing"),
+    ("prior_to_weight_decay", prior_stds, "standard deviations instead of variances"),
+    ("prior_to_weight_decay", prior_inverted, "inverted"),
+    ("prior_to_weight_decay", prior_tensor, "Python float"),
+]
+
+
+def test_frobenius_reference_is_the_squared_frobenius_norm():
+    W = torch.randn(4, 7, dtype=torch.float64)
+    torch.testing.assert_close(ref.frobenius_sq(W), torch.linalg.matrix_norm(W) ** 2)
+
+
+def test_prior_lambda_makes_ridge_the_posterior_mean():
+    """Ridge regression with lambda = prior_to_weight_decay(...) is the Bayesian posterior mean."""
+    g = torch.Generator().manual_seed(0)
+    n, d, s_w, s = 30, 5, 0.7, 0.3
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = X @ torch.randn(d, generator=g, dtype=torch.float64) + s * torch.randn(n, generator=g,
+                                                                               dtype=torch.float64)
+    lam = ref.prior_to_weight_decay(s_w, s, n)
+    ridge = torch.linalg.solve(X.T @ X / n + lam * torch.eye(d, dtype=X.dtype), X.T @ y / n)
+    posterior = torch.linalg.solve(X.T @ X / s ** 2 + torch.eye(d, dtype=X.dtype) / s_w ** 2,
+                                   X.T @ y / s ** 2)
+    torch.testing.assert_close(ridge, posterior)

@@ -16,17 +16,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grader.cases import expect_stat, gen
+from grader.cases import expect_stat, gen, randn
 from grader.checks.dropout import (  # the public half registers the exercises
     CHAPTER,
     _drop,
     _fraction,
     _inputs,
     _pairs_zeroed,
+    dropconnect_bias_case,
+    dropconnect_case,
+    dropconnect_exact_case,
     dropout_case,
     edge_case,
     loss_case,
     mlp_case,
+    noise_case,
+    noise_eval_case,
 )
 from grader.feedback import Mismatch
 from grader.observe import build_loss, build_sequential
@@ -73,6 +78,18 @@ def evaluate_loss(net, data_iter, loss):
             count += len(l)
     net.train(was_training)
     return total / count
+
+
+def dropconnect_linear(X, W, b, p, generator=None):
+    mask = torch.rand(W.shape, generator=generator, device=W.device) > p
+    return X @ (mask.to(W.dtype) * W / (1.0 - p)) + b
+
+
+def gaussian_noise_layer(X, sigma, training=True, generator=None):
+    if not training:
+        return X.clone()
+    eps = torch.randn(X.shape, generator=generator, dtype=X.dtype, device=X.device)
+    return X * (1.0 + sigma * eps)
 
 
 # --- values the visible checks ask for (t.ref) --------------------------------------------------
@@ -137,7 +154,73 @@ def _full_batches(layers, state, dtype, X, y, batch_size, loss_name):
     return expected * n / (math.ceil(n / batch_size) * min(batch_size, n))
 
 
+def _dropconnect_zero_input(X, W, b, p):
+    """dropconnect_linear for X = 0: b in every row, whatever the mask."""
+    return dropconnect_linear(X, W, b, p, torch.Generator().manual_seed(0))
+
+
+def _dropconnect_exact(X, W, b):
+    """dropconnect_linear with p = 0: X @ W + b."""
+    return dropconnect_linear(X, W, b, 0.0, torch.Generator().manual_seed(0))
+
+
+def _noise_eval(X, sigma):
+    return gaussian_noise_layer(X, sigma, False)
+
+
+def _noise_ratio_mean(sigma):
+    """E[out / X] in training mode."""
+    return 1.0
+
+
+def _noise_ratio_var(sigma, x_abs):
+    """Var[out / X] in training mode for an element of size x_abs."""
+    return float(sigma) ** 2
+
+
+def _noise_tail(k):
+    """P(|out / X - 1| > k sigma) = P(|N(0, 1)| > k)."""
+    return math.erfc(k / math.sqrt(2))
+
+
 LIKELY = {
+    "_dropconnect_scale": {
+        "the weights kept are not rescaled: divide them by 1 - p, so that the expected output "
+        "is X @ W + b": lambda p: 1.0,
+        "the weights kept are multiplied by 1 - p; divide by 1 - p instead": lambda p: 1.0 - p,
+        "the weights kept are divided by p; divide by 1 - p instead":
+            lambda p: 1.0 / p if p > 0 else None,
+    },
+    "_dropconnect_zeroed": {
+        "a fraction p of the weights is kept instead of dropped: keep a weight where "
+        "torch.rand(W.shape) > p": lambda p: 1.0 - p,
+    },
+    "_dropconnect_zero_input": {
+        "b is not added: the output is X @ W_thinned + b":
+            lambda X, W, b, p: torch.zeros(X.shape[0], W.shape[1], dtype=X.dtype),
+        "the whole output, bias included, is divided by 1 - p: only the weights kept are "
+        "rescaled, b is added as it is":
+            lambda X, W, b, p: (b / (1 - p)).expand(X.shape[0], -1).clone() if p > 0 else None,
+    },
+    "_dropconnect_exact": {
+        "b is not added: the output is X @ W_thinned + b": lambda X, W, b: X @ W,
+        "W is transposed: W has shape (num_inputs, num_outputs), so the output is X @ W":
+            lambda X, W, b: X @ W.T.reshape(W.shape) + b,
+    },
+    "_noise_ratio_mean": {
+        "the noise has mean 0 (X * sigma * eps): multiply X by 1 + sigma * eps, whose mean is 1":
+            lambda sigma: 0.0,
+        "eps is uniform on [0, 1) (torch.rand): use standard normal noise, torch.randn":
+            lambda sigma: 1.0 + sigma / 2,
+    },
+    "_noise_ratio_var": {
+        "the noise is added (X + sigma * eps), not multiplied: multiplicative noise X * (1 + "
+        "sigma * eps) scales with each activation":
+            lambda sigma, x_abs: sigma ** 2 / x_abs ** 2,
+        "the standard deviation of the noise is sigma**2 (torch.normal takes a standard "
+        "deviation, not a variance): it should be sigma":
+            lambda sigma, x_abs: sigma ** 4,
+    },
     "_dropout_scale": {
         "the survivors are not rescaled: divide them by 1 - dropout (inverted dropout), so "
         "that the expected output is X": lambda p: 1.0,
@@ -272,3 +355,90 @@ def hidden_evaluate_loss(t, fn):
                     f"{'cross-entropy' if classes else 'squared'} loss, {dtype}, net in "
                     f"{'training' if start else 'evaluation'} mode"):
             loss_case(t, fn, n, bs, classes, start, 20 + i, dtype, loader)
+
+
+# --- dropconnect_linear -----------------------------------------------------------------------
+
+
+@CHAPTER.hidden("dropconnect_linear")
+def hidden_dropconnect_linear(t, fn):
+    with t.case("X = 0 gives b (p = 0.3 in float64, 0.8 in float32); p = 0 gives X @ W + b"):
+        dropconnect_bias_case(t, fn, 7, 4, 0.3, torch.float64, 40)
+        dropconnect_bias_case(t, fn, 20, 9, 0.8, torch.float32, 41)
+        X, W, b = randn(9, 6, seed=42), randn(6, 4, seed=43), randn(4, seed=44)
+        dropconnect_exact_case(t, fn, X, W, b)
+    for i, (n_in, n_out, n_dense, p, dtype) in enumerate((
+            (60, 50, 16, 0.5, torch.float64), (30, 80, 10, 0.2, torch.float32),
+            (100, 20, 12, 0.7, torch.float32), (50, 50, 8, 0.1, torch.float64))):
+        with t.case(f"W ({n_in}, {n_out}) {dtype}, p = {p}: the weights dropped, their scale, "
+                    "one thinned W for the whole batch", weight=2):
+            dropconnect_case(t, fn, n_in, n_out, n_dense, p, dtype, 30 + i)
+    with t.case("all randomness comes from `generator`; the mean over many calls is X @ W + b"):
+        X, W, b = randn(5, 12, seed=45), randn(12, 6, seed=46), randn(6, seed=47)
+        what = "dropconnect_linear(X (5, 12), W (12, 6), b, p=0.5, generator seeded {})"
+        t.build("seed_global", 1)
+        first = t.call(fn, X, W, b, 0.5, gen(8), what=what.format(8))
+        t.build("seed_global", 2)
+        again = t.call(fn, X, W, b, 0.5, gen(8), what=what.format(8))
+        other = t.call(fn, X, W, b, 0.5, gen(9), what=what.format(9))
+        if not all(isinstance(v, torch.Tensor) for v in (first, again, other)):
+            raise Mismatch(f"{what.format(8)} should return a torch.Tensor")
+        if not torch.equal(first, again):
+            raise Mismatch("two calls with generators of the same seed gave different results\n"
+                           "  likely cause: torch.rand called without `generator=generator` "
+                           "(or torch.nn.functional.dropout, which has no generator), so it "
+                           "uses the global random state")
+        if torch.equal(first, other):
+            raise Mismatch("generators of different seeds gave the same result\n  likely "
+                           "cause: the generator is not used, or re-seeded inside")
+        shared = t.build("dropout.with_generator", fn, gen(48))
+        reps, p = 200, 0.5
+        outs = [t.call(shared, X, W, b, p, what="dropconnect_linear(X, W, b, 0.5, g)")
+                for _ in range(reps)]
+        if not all(isinstance(v, torch.Tensor) and v.shape == (5, 6) for v in outs):
+            raise Mismatch("dropconnect_linear(X (5, 12), W (12, 6), b, 0.5, g) should return "
+                           "a tensor of shape (5, 6)")
+        mean = torch.stack(outs).double().mean(0)
+        expected = X @ W + b
+        # the variance of one output: p / (1 - p) * sum_i X_i^2 W_ij^2 (independent weights)
+        se = torch.sqrt(p / (1 - p) * (X ** 2) @ (W ** 2) / reps)
+        k = int(((mean - expected).abs() / se).argmax())
+        i, j = divmod(k, expected.shape[1])
+        expect_stat(mean[i, j].item(), expected[i, j].item(), se[i, j].item(),
+                    f"the mean of output [{i}, {j}] over {reps} calls (the element farthest "
+                    "from X @ W + b)",
+                    "E[output] should be X @ W + b: drop each weight with probability p and "
+                    "divide the weights kept by 1 - p")
+
+
+# --- gaussian_noise_layer ---------------------------------------------------------------------
+
+
+@CHAPTER.hidden("gaussian_noise_layer")
+def hidden_gaussian_noise_layer(t, fn):
+    for i, (shape, sigma, dtype) in enumerate((
+            ((300, 100), 0.3, torch.float64), ((40, 50, 10), 1.0, torch.float32),
+            ((20000,), 0.5, torch.float32), ((100, 200), 0.1, torch.float64))):
+        with t.case(f"X {shape} {dtype}, sigma = {sigma}, training: out / X is N(1, sigma^2), "
+                    "independently per element", weight=2):
+            noise_case(t, fn, shape, sigma, dtype, 50 + i)
+    with t.case("training=False returns X's values (float32 and float64)"):
+        for j, dtype in enumerate((torch.float32, torch.float64)):
+            noise_eval_case(t, fn, _inputs((6, 5), 60 + j, dtype), 0.7)
+    with t.case("all randomness comes from `generator`"):
+        X = _inputs((30, 30), 62, torch.float32)
+        what = "gaussian_noise_layer(X, 0.5, True, generator seeded {})"
+        t.build("seed_global", 1)
+        a = t.call(fn, X, 0.5, True, gen(7), what=what.format(7))
+        t.build("seed_global", 2)
+        b = t.call(fn, X, 0.5, True, gen(7), what=what.format(7))
+        c = t.call(fn, X, 0.5, True, gen(8), what=what.format(8))
+        if not all(isinstance(v, torch.Tensor) for v in (a, b, c)):
+            raise Mismatch(f"{what.format(7)} should return a torch.Tensor")
+        if not torch.equal(a, b):
+            raise Mismatch("two calls with generators of the same seed gave different results\n"
+                           "  likely cause: torch.randn called without `generator=generator`, "
+                           "so it uses the global random state")
+        if torch.equal(a, c):
+            raise Mismatch("generators of different seeds gave the same result\n  likely "
+                           "cause: the generator is not used, or re-seeded inside")

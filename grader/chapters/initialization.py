@@ -26,6 +26,7 @@ from grader.checks.initialization import (  # the public half registers the exer
     norm_case,
     parameter_case,
     reproducible,
+    softmax_grad_case,
     xavier_normal_case,
     xavier_uniform_case,
 )
@@ -77,6 +78,27 @@ def layer_gradient_norms(net, X, y, loss):
     net.zero_grad(set_to_none=True)
     loss(net(X), y).mean().backward()
     return [m.weight.grad.norm().item() for m in net.modules() if isinstance(m, nn.Linear)]
+
+
+def softmax_regression_grad(X, y, W, b):
+    P = torch.softmax(X @ W.T + b, dim=1)
+    dO = (P - nn.functional.one_hot(y, W.shape[0]).to(P.dtype)) / X.shape[0]
+    return dO.T @ X, dO.sum(0)
+
+
+def _softmax_grads(X, y, W, b, *, mean=True, sign=1.0, bias=True, labels=True, dim=1,
+                   naive=False):
+    """The gradients (float64, cast to X's dtype); the keywords make the likely mistakes."""
+    X64, W64, b64 = X.double(), W.double(), b.double()
+    O = X64 @ W64.T + (b64 if bias else 0.0)
+    if naive:
+        E = torch.exp(O)
+        P = E / E.sum(dim, keepdim=True)
+    else:
+        P = torch.softmax(O, dim=dim)
+    Y = nn.functional.one_hot(y, W.shape[0]).double() if labels else torch.zeros_like(P)
+    dO = sign * (P - Y) / (X.shape[0] if mean else 1)
+    return (dO.T @ X64).to(X.dtype), dO.sum(0).to(X.dtype)
 
 
 # --- values the visible checks ask for (t.ref) --------------------------------------------------
@@ -145,7 +167,26 @@ def _scaled_norms(factor, power=1):
     return lambda *spec: [factor * r ** power for r in _gradient_norms(*spec)]
 
 
+_SOFTMAX_GRAD_MISTAKES = {
+    "the sum over examples, not the mean: the loss is the mean cross-entropy, so divide by n":
+        dict(mean=False),
+    "the sign is flipped: the gradient of the cross-entropy with respect to the logits is "
+    "softmax(O) - onehot(y), not onehot(y) - softmax(O)": dict(sign=-1.0),
+    "the bias b is left out of the logits O = X @ W.T + b": dict(bias=False),
+    "the one-hot labels are not subtracted: dO = (softmax(O) - onehot(y)) / n": dict(labels=False),
+    "the softmax is taken over the examples (dim=0); each row (example) is normalised over "
+    "the classes, dim=1": dict(dim=0),
+    "exp of the raw logits overflows (inf / inf = NaN) for large logits: subtract each row's "
+    "maximum first, or use torch.softmax": dict(naive=True),
+}
+
 LIKELY = {
+    "softmax_regression_grad_W": {
+        cause: (lambda X, y, W, b, kw=kw: _softmax_grads(X, y, W, b, **kw)[0])
+        for cause, kw in _SOFTMAX_GRAD_MISTAKES.items()},
+    "softmax_regression_grad_b": {
+        cause: (lambda X, y, W, b, kw=kw: _softmax_grads(X, y, W, b, **kw)[1])
+        for cause, kw in _SOFTMAX_GRAD_MISTAKES.items()},
     "_xavier_uniform_law": {
         "the gain is missing (a = sqrt(6 / (fan_in + fan_out)), not multiplied by gain)":
             lambda shape, gain: 2.0 / sum(shape),
@@ -301,3 +342,37 @@ def hidden_layer_gradient_norms(t, fn):
     with t.case("nested blocks: Sequential(Sequential(Linear, ReLU), Linear)"):
         norm_case(t, fn, [4, 6, 3], "ReLU", 7, X, y, CE[0], "a nested Sequential",
                   loss_kwargs=CE[1], nested=True, stale=True)
+
+
+# --- softmax_regression_grad -----------------------------------------------------------------
+
+
+REFERENCES = {"softmax_regression_grad": _softmax_grads}
+
+
+@CHAPTER.hidden("softmax_regression_grad")
+def hidden_softmax_regression_grad(t, fn):
+    for i, (n, d, q, dtype, scale) in enumerate((
+            (32, 6, 4, torch.float32, 0.5), (50, 10, 10, torch.float64, 0.3),
+            (1, 3, 2, torch.float64, 1.0), (20, 4, 7, torch.float32, 1.0))):
+        X = randn(n, d, seed=60 + i, dtype=dtype)
+        y = torch.randint(0, q, (n,), generator=gen(70 + i))
+        W, b = randn(q, d, seed=80 + i, dtype=dtype, scale=scale), randn(q, seed=90 + i,
+                                                                         dtype=dtype)
+        with t.case(f"{n} examples, {d} features, {q} classes, {dtype}"):
+            softmax_grad_case(t, fn, X, y, W, b)
+    with t.case("a constant start (every weight 0.3), float64: the rows of dW differ", weight=2):
+        X = randn(40, 5, seed=64, dtype=torch.float64)
+        y = torch.randint(0, 3, (40,), generator=gen(74))
+        softmax_grad_case(t, fn, X, y, torch.full((3, 5), 0.3, dtype=torch.float64),
+                          torch.zeros(3, dtype=torch.float64))
+    with t.case("classes that no example has (labels 0-2 of 5 classes)"):
+        X = randn(16, 4, seed=65, dtype=torch.float32)
+        y = torch.randint(0, 3, (16,), generator=gen(75))
+        softmax_grad_case(t, fn, X, y, randn(5, 4, seed=85, dtype=torch.float32),
+                          torch.zeros(5))
+    with t.case("large logits (in the thousands), float32: finite gradients", weight=2):
+        X = randn(12, 6, seed=66, dtype=torch.float32, scale=20.0)
+        y = torch.randint(0, 4, (12,), generator=gen(76))
+        softmax_grad_case(t, fn, X, y, randn(4, 6, seed=86, dtype=torch.float32, scale=20.0),
+                          randn(4, seed=96, dtype=torch.float32))

@@ -15,8 +15,13 @@ from grader.cases import DTYPES, expect_stat, gen, randn, tol
 from grader.checks.linear_regression import (
     CHAPTER,
     TRUE_W,
+    best_constants_case,
+    errors_stats,
     fit_case,
+    lr_case,
     max_lr_case,
+    min_norm_case,
+    nll_case,
     one_pass,
     sgd_case,
     sgd_inputs,
@@ -113,6 +118,67 @@ def train_linreg(features, labels, lr=0.03, num_epochs=3, batch_size=10, generat
     return w.detach(), b.detach()
 
 
+# --- references of the exercises from D2L 3.1 and 3.5 ------------------------------------------
+
+
+def best_constants(x):
+    return x.mean(), x.median()
+
+
+def _best_constants_targets(x):
+    """The mean (minimiser of sum (x - b)^2) and min_b sum |x - b| (at a median), in float64."""
+    xd = x.double()
+    return float(xd.mean()), float((xd - xd.median()).abs().sum())
+
+
+def fit_min_norm(X, y):
+    w = torch.linalg.pinv(X.double(), rtol=1e-10) @ y.double().reshape(-1, 1)
+    return w.to(X.dtype)
+
+
+def estimation_errors(sizes, w, b, noise=0.01, generator=None):
+    rows = []
+    for n in sizes:
+        X, y = synthetic_data(w, b, n, noise, generator)
+        w_hat, b_hat = fit_normal_equation(X, y)
+        rows.append(torch.stack([(w_hat.reshape(-1) - w.reshape(-1)).norm(),
+                                 (b_hat.reshape(()) - b).abs()]))
+    return torch.stack(rows)
+
+
+def lr_for_mean_loss(lr_sum, batch_size):
+    return lr_sum * batch_size
+
+
+def _as64(v):
+    return torch.as_tensor(v, dtype=torch.float64)
+
+
+def laplace_nll(y_hat, y, scale=1.0):
+    r = (y.reshape(y_hat.shape) - y_hat).double()
+    return (torch.log(2 * _as64(scale)) + r.abs() / _as64(scale)).mean().to(y_hat.dtype)
+
+
+def _poisson_nll_no_const(rate, k):
+    r, kd = rate.double(), k.double()
+    return (r - kd * torch.log(r)).mean().to(rate.dtype)
+
+
+def poisson_nll(rate, k):
+    r, kd = rate.double(), k.double()
+    return (r - kd * torch.log(r) + torch.lgamma(kd + 1)).mean().to(rate.dtype)
+
+
+def _poisson_nll_log_no_const(log_rate, k):
+    e, kd = log_rate.double(), k.double()
+    return (torch.exp(e) - kd * e).mean().to(log_rate.dtype)
+
+
+def poisson_nll_log(log_rate, k):
+    e, kd = log_rate.double(), k.double()
+    return (torch.exp(e) - kd * e + torch.lgamma(kd + 1)).mean().to(log_rate.dtype)
+
+
 # --- likely mistakes: cause -> the buggy function, of the same arguments as the reference ------
 
 
@@ -136,7 +202,86 @@ def _lam_max(M):
     return torch.linalg.eigvalsh(M).max().item()
 
 
+def _lap_r(yh, y):
+    return (y.reshape(yh.shape) - yh).double()
+
+
+def _ridge(X, y, lam):
+    Xd = X.double()
+    A = Xd.T @ Xd + lam * torch.eye(X.shape[1], dtype=torch.float64)
+    return torch.linalg.solve(A, Xd.T @ y.double().reshape(-1, 1)).to(X.dtype)
+
+
 LIKELY = {
+    "best_constants": {  # cause -> (b for the squared loss, b for the absolute loss)
+        "the mean for both: the mean minimises sum (x - b)^2, but sum |x - b| is smallest at "
+        "a median": lambda x: (float(x.double().mean()), float(x.double().mean())),
+        "the median for both: a median minimises sum |x - b|, but sum (x - b)^2 is smallest at "
+        "the mean": lambda x: (float(x.double().median()), float(x.double().median())),
+        "the two are swapped: the mean is for the squared loss, a median for the absolute loss":
+            lambda x: (float(x.double().median()), float(x.double().mean())),
+        "the midrange (min + max) / 2: it minimises the largest |x - b|, not the sum":
+            lambda x: (float((x.double().min() + x.double().max()) / 2),
+                       float((x.double().min() + x.double().max()) / 2)),
+    },
+    "fit_min_norm": {
+        "a ridge penalty lam = 1 shrinks w: (X^T X + lam I)^-1 X^T y is the minimum-norm "
+        "solution only in the limit lam -> 0 (or use torch.linalg.pinv(X) @ y)":
+            lambda X, y: _ridge(X, y, 1.0),
+        "a ridge penalty lam = 0.1 shrinks w: (X^T X + lam I)^-1 X^T y is the minimum-norm "
+        "solution only in the limit lam -> 0 (or use torch.linalg.pinv(X) @ y)":
+            lambda X, y: _ridge(X, y, 0.1),
+    },
+    "lr_for_mean_loss": {
+        "divided by batch_size: the mean loss has batch_size times smaller gradients, so it "
+        "needs a batch_size times larger learning rate for the same step":
+            lambda lr, bs: lr / bs,
+        "unchanged: the gradient of the mean is the gradient of the sum divided by batch_size, "
+        "so the same learning rate takes batch_size times smaller steps": lambda lr, bs: lr,
+        "scaled by sqrt(batch_size): the gradient scales by batch_size exactly":
+            lambda lr, bs: lr * math.sqrt(bs),
+    },
+    "laplace_nll": {
+        "a squared residual: the Laplace likelihood has |y - y_hat| (squares belong to the "
+        "Gaussian)": lambda yh, y, scale=1.0: (torch.log(2 * _as64(scale))
+                                               + _lap_r(yh, y) ** 2 / _as64(scale)).mean(),
+        "the log term is missing: -log p(e) = log(2 scale) + |e| / scale":
+            lambda yh, y, scale=1.0: (_lap_r(yh, y).abs() / _as64(scale)).mean(),
+        "the constant log 2 is missing (log(scale) alone)":
+            lambda yh, y, scale=1.0: (torch.log(_as64(scale))
+                                      + _lap_r(yh, y).abs() / _as64(scale)).mean(),
+        "|y - y_hat| is not divided by scale":
+            lambda yh, y, scale=1.0: (torch.log(2 * _as64(scale)) + _lap_r(yh, y).abs()).mean(),
+        "a sum over examples instead of the mean":
+            lambda yh, y, scale=1.0: (torch.log(2 * _as64(scale))
+                                      + _lap_r(yh, y).abs() / _as64(scale)).sum(),
+        "y is not reshaped like y_hat, so (n, 1) and (n,) broadcast to (n, n)":
+            lambda yh, y, scale=1.0: (torch.log(2 * _as64(scale))
+                                      + (y.double() - yh.double()).abs() / _as64(scale)).mean(),
+    },
+    "poisson_nll": {
+        "the sign is flipped: the negative log-likelihood is rate - k log(rate) (+ log k!)":
+            lambda r, k: -_poisson_nll_no_const(r, k).double(),
+        "the sign is flipped: the negative log-likelihood is rate - k log(rate) + log k!":
+            lambda r, k: -poisson_nll(r, k).double(),
+        "log(rate) is not multiplied by k: log p(k | rate) = k log(rate) - rate - log k!":
+            lambda r, k: (r.double() - torch.log(r.double())).mean(),
+        "lgamma(k) is log((k - 1)!): log k! is lgamma(k + 1)":
+            lambda r, k: (r.double() - k.double() * torch.log(r.double())
+                          + torch.lgamma(k.double())).mean(),
+        "a sum over examples instead of the mean":
+            lambda r, k: (r.double() - k.double() * torch.log(r.double())).sum(),
+    },
+    "poisson_nll_log": {
+        "the sign is flipped: the negative log-likelihood is exp(log_rate) - k log_rate "
+        "(+ log k!)": lambda e, k: -_poisson_nll_log_no_const(e, k).double(),
+        "log_rate is used as the rate: the rate is exp(log_rate), and log(rate) is log_rate":
+            lambda e, k: (e.double() - k.double() * e.double()).mean(),
+        "k exp(log_rate) instead of k log_rate: log(rate) is log_rate itself":
+            lambda e, k: (torch.exp(e.double()) - k.double() * torch.exp(e.double())).mean(),
+        "a sum over examples instead of the mean":
+            lambda e, k: (torch.exp(e.double()) - k.double() * e.double()).sum(),
+    },
     "linreg": {"the bias b is not added": lambda X, w, b: X @ w,
                "the bias is subtracted": lambda X, w, b: X @ w - b,
                "w is transposed (X @ w.T)": lambda X, w, b: X @ w.T + b},
@@ -384,3 +529,91 @@ def hidden_train_linreg(t, train_linreg_):
                            "training should move away from the solution\n  likely cause: "
                            f"the update does not use lr (lr = {fmt_number(lr)}), or it is not "
                            "divided by batch_size")
+
+
+@CHAPTER.hidden("best_constants")
+def hidden_best_constants(t, best_constants_):
+    for i, (n, dtype) in enumerate(itertools.product((1, 2, 7, 50, 200), DTYPES)):
+        x = (torch.empty(n, dtype=torch.float64).exponential_(generator=gen(i)) * 3 - 1)
+        best_constants_case(t, best_constants_, x.to(dtype),
+                            f"{n} skewed values, {dtype}" + (" (even n: any point between the "
+                                                             "two middle values is a median)"
+                                                             if n % 2 == 0 else ""))
+    best_constants_case(t, best_constants_, torch.tensor([5.0, -2.0, 5.0, 5.0, 1e3, -7.5]),
+                        "ties and an outlier")
+
+
+@CHAPTER.hidden("fit_min_norm")
+def hidden_fit_min_norm(t, fit_min_norm_):
+    for i, dtype in enumerate(DTYPES):
+        X = randn(30, 3, seed=10 + i, dtype=dtype)
+        X = torch.cat([X, 2 * X[:, :1], X[:, 1:2]], 1)  # exactly dependent columns
+        y = randn(30, 1, seed=20 + i, dtype=dtype)
+        min_norm_case(t, fit_min_norm_, X, y, f"X (30, 5) of rank 3, {dtype}, y not in its "
+                      "column space")
+        Xw = randn(4, 9, seed=30 + i, dtype=dtype)
+        yw = randn(4, 1, seed=40 + i, dtype=dtype)
+        min_norm_case(t, fit_min_norm_, Xw, yw, f"more features than examples: X (4, 9), {dtype}")
+    Xz = torch.cat([randn(12, 2, seed=50, dtype=torch.float64),
+                    torch.zeros(12, 1, dtype=torch.float64)], 1)
+    min_norm_case(t, fit_min_norm_, Xz, randn(12, 1, seed=51, dtype=torch.float64),
+                  "a column of zeros, float64")
+    U, V = randn(40, 2, seed=60, dtype=torch.float64), randn(2, 6, seed=61, dtype=torch.float64)
+    min_norm_case(t, fit_min_norm_, U @ V, randn(40, 1, seed=62, dtype=torch.float64),
+                  "X (40, 6) of rank 2, float64")
+    Xd = randn(20, 2, seed=65, dtype=torch.float64)
+    min_norm_case(t, fit_min_norm_, torch.cat([Xd, Xd], 1),
+                  randn(20, seed=66, dtype=torch.float64), "y of shape (n,): w is still (d, 1)")
+    Xf = randn(25, 4, seed=70, dtype=torch.float64)
+    min_norm_case(t, fit_min_norm_, Xf, Xf @ randn(4, 1, seed=71, dtype=torch.float64),
+                  "full rank: the ordinary least-squares solution")
+
+
+@CHAPTER.hidden("estimation_errors")
+def hidden_estimation_errors(t, fn):
+    w = torch.tensor([1.0, -0.5, 2.0])
+    errors_stats(t, fn, [30, 1000], w, -1.0, 1.0, range(500, 600),
+                 "float32 w of 3, noise 1 (100 data sets of 30 and 1000 examples)")
+
+
+@CHAPTER.hidden("lr_for_mean_loss")
+def hidden_lr_for_mean_loss(t, fn):
+    for lr, bs in ((0.03, 10), (0.5, 1), (1e-4, 256), (2.0, 7)):
+        with t.case(f"lr {lr}, batch_size {bs}"):
+            lr_case(t, fn, lr, bs)
+
+
+@CHAPTER.hidden("laplace_nll")
+def hidden_laplace_nll(t, fn):
+    for i, (n, scale, dtype) in enumerate(itertools.product((1, 10, 200), (0.5, 1.0, 3.0),
+                                                            DTYPES)):
+        y_hat, y = randn(n, 1, seed=i, dtype=dtype), randn(n, seed=40 + i, dtype=dtype)
+        with t.case(f"n = {n}, scale = {scale}, {dtype}"):
+            nll_case(t, fn, "laplace_nll", (y_hat, y, scale), ("y_hat", "y", "scale"))
+    with t.case("scale as a 0-d tensor, y of shape (n, 1)"):
+        y_hat, y = randn(5, 1, seed=70), randn(5, 1, seed=71)
+        nll_case(t, fn, "laplace_nll", (y_hat, y, torch.tensor(0.7)), ("y_hat", "y", "scale"))
+
+
+def _poisson_inputs(n, seed, dtype, log_scale=1.0):
+    log_rate = randn(n, seed=seed, dtype=torch.float64) * log_scale
+    k = torch.poisson(torch.exp(log_rate), generator=gen(seed + 1))
+    return log_rate.to(dtype), k.to(dtype)
+
+
+@CHAPTER.hidden("poisson_nll")
+def hidden_poisson_nll(t, fn):
+    for i, (n, s, dtype) in enumerate(itertools.product((1, 20, 300), (0.5, 2.0), DTYPES)):
+        log_rate, k = _poisson_inputs(n, 10 * i, dtype, s)
+        with t.case(f"n = {n}, rates exp(N(0, {s}^2)), {dtype}"):
+            nll_case(t, fn, "poisson_nll", (torch.exp(log_rate), k), ("rate", "k"),
+                     ("_poisson_nll_no_const",), tols=tol(dtype, 100))
+
+
+@CHAPTER.hidden("poisson_nll_log")
+def hidden_poisson_nll_log(t, fn):
+    for i, (n, s, dtype) in enumerate(itertools.product((1, 20, 300), (0.5, 2.0), DTYPES)):
+        log_rate, k = _poisson_inputs(n, 10 * i + 5, dtype, s)
+        with t.case(f"n = {n}, log_rate ~ N(0, {s}^2), {dtype}"):
+            nll_case(t, fn, "poisson_nll_log", (log_rate, k), ("log_rate", "k"),
+                     ("_poisson_nll_log_no_const",), tols=tol(dtype, 100))

@@ -27,6 +27,7 @@ from grader.checks.mlp import (  # the public half registers the exercises
     layer_name,
     make_case,
     rand_params,
+    swish_case,
     tanh_via_sigmoid_case,
 )
 from grader.feedback import Mismatch
@@ -102,6 +103,16 @@ def tanh_via_sigmoid(X, sigmoid):
     return 2 * sigmoid(2 * X) - 1
 
 
+def swish(X, beta=1.0):
+    return X * sigmoid(beta * X)
+
+
+def swish_grad(X, beta=1.0):
+    # product rule: d/dx [x s(beta x)] = s(beta x) + x * beta * s(beta x) (1 - s(beta x))
+    s = sigmoid(beta * X)
+    return s + beta * X * s * (1 - s)
+
+
 # --- reference values the checks ask for (t.ref) -------------------------------------------
 
 
@@ -147,7 +158,7 @@ REFERENCES = {
     **{name: _in_float64(fn) for name, fn in (
         ("relu", relu), ("sigmoid", sigmoid), ("tanh", tanh), ("relu_grad", relu_grad),
         ("sigmoid_grad", sigmoid_grad), ("tanh_grad", tanh_grad), ("prelu", prelu),
-        ("prelu_grad", prelu_grad))},
+        ("prelu_grad", prelu_grad), ("swish", swish), ("swish_grad", swish_grad))},
     "mlp_forward": _mlp_forward_ref,
     "collapse_linear": _collapse_ref,
     "two_layers": _two_layers,
@@ -169,6 +180,12 @@ def _naive_tanh(X):
 
 def _d2l_tanh(X):
     return (1 - torch.exp(-2 * X)) / (1 + torch.exp(-2 * X))
+
+
+def _swish_grad_of(X, beta, inner=None):
+    """s + inner * x * s * (1 - s), s = sigmoid(beta x); inner = beta is the derivative."""
+    s = sigmoid(beta * X)
+    return s + (beta if inner is None else inner) * X * s * (1 - s)
 
 
 def _flat(X, W1):
@@ -281,6 +298,34 @@ LIKELY = {
         "the slopes are swapped: 1 for x > 0, alpha for x < 0":
             lambda X, alpha: torch.where(X > 0, torch.full_like(X, alpha), torch.ones_like(X)),
         "alpha is ignored (relu_grad)": lambda X, alpha: relu_grad(X),
+    },
+    "swish": {
+        "beta is ignored: swish is x * sigmoid(beta * x)":
+            lambda X, beta=1.0: X * sigmoid(X),
+        "beta multiplies the output: it belongs inside the sigmoid, x * sigmoid(beta * x)":
+            lambda X, beta=1.0: beta * X * sigmoid(X),
+        "x * exp(beta x) / (1 + exp(beta x)) overflows for large beta x (inf / inf = NaN): "
+        "use a stable sigmoid": lambda X, beta=1.0: X * _naive_sigmoid_pos(beta * X),
+        "sigmoid(beta * x) without the factor x": lambda X, beta=1.0: sigmoid(beta * X),
+    },
+    "swish_grad": {
+        "the factor beta is missing in the second term: by the chain rule, d/dx sigmoid(beta x) "
+        "= beta * sigmoid'(beta x), so the derivative is s + beta * x * s * (1 - s) with "
+        "s = sigmoid(beta x)": lambda X, beta=1.0: _swish_grad_of(X, beta, inner=1.0),
+        "the product rule's second term is missing: d/dx [x * s(beta x)] = s(beta x) + x * "
+        "d/dx s(beta x) = s + beta * x * s * (1 - s)":
+            lambda X, beta=1.0: sigmoid(beta * X),
+        "the product rule's first term sigmoid(beta x) is missing (the derivative of the factor "
+        "x is 1, times sigmoid(beta x))":
+            lambda X, beta=1.0: _swish_grad_of(X, beta) - sigmoid(beta * X),
+        "a sign error: the derivative is s + beta * x * s * (1 - s), with a plus":
+            lambda X, beta=1.0: 2 * sigmoid(beta * X) - _swish_grad_of(X, beta),
+        "beta is ignored: that is the derivative of x * sigmoid(x)":
+            lambda X, beta=1.0: _swish_grad_of(X, 1.0),
+        "exp(-beta x) / (1 + exp(-beta x))**2 overflows for very negative beta x (inf / inf = "
+        "NaN): write sigmoid' as s * (1 - s) with a stable sigmoid":
+            lambda X, beta=1.0: sigmoid(beta * X) + beta * X * torch.exp(-beta * X) / (
+                1 + torch.exp(-beta * X)) ** 2,
     },
     "tanh_via_sigmoid": {
         "2 * sigmoid(x) - 1 is tanh(x / 2): the identity is tanh(x) = 2 * sigmoid(2x) - 1":
@@ -447,3 +492,26 @@ def hidden_tanh_via_sigmoid(t, tvs):
     with t.case("the result is built from the function passed as `sigmoid` (here not a "
                 "sigmoid, so the result is not tanh)"):
         tanh_via_sigmoid_case(t, tvs, torch.linspace(-4, 4, 17), power=2)
+
+
+# --- D2L 5.1 exercise 3: Swish and its derivative --------------------------------------------
+
+SWISH_BETAS = (1.0, 0.5, 2.0, -1.0, 1.5, 0.0)
+
+
+def _swish_hidden(t, fn, forbidden):
+    for (label, X), beta in zip(_inputs(), itertools.cycle(SWISH_BETAS)):
+        with t.case(f"{label}, beta = {beta:g}", weight=2 if "extreme" in label else 1):
+            swish_case(t, fn, X, forbidden, beta)
+    with t.case("the default beta = 1, extreme inputs (float32)"):
+        swish_case(t, fn, torch.tensor(EXTREMES, dtype=torch.float32), forbidden)
+
+
+@CHAPTER.hidden("swish")
+def hidden_swish(t, swish_):
+    _swish_hidden(t, swish_, ACTIVATIONS)
+
+
+@CHAPTER.hidden("swish_grad")
+def hidden_swish_grad(t, swish_grad_):
+    _swish_hidden(t, swish_grad_, GRAD_FORBIDDEN)

@@ -11,17 +11,20 @@ import math
 
 import torch
 
-from grader.cases import randn
+from grader.cases import gen, randn
 from grader.checks.optimization import (
     CHAPTER,
+    bisection_case,
     contraction_case,
     cosine_case,
     gd_case,
     make_optimizer,
     optimizer_case,
+    quadratic_case,
     warmup_case,
     zero_grad_case,
 )
+from grader.probes.optimization import Derivative
 
 # --- references ---------------------------------------------------------------------------
 
@@ -47,6 +50,59 @@ def cosine_warmup_lr(step, total_steps, warmup_steps, lr_max, lr_min=0.0):
     if step < warmup_steps:
         return lr_max * step / warmup_steps
     return cosine_lr(step - warmup_steps, total_steps - warmup_steps, lr_max, lr_min)
+
+
+def bisection_minimize(df, a, b, tol=1e-6):
+    while b - a > tol:
+        mid = (a + b) / 2
+        if df(mid) > 0:
+            b = mid
+        else:
+            a = mid
+    return (a + b) / 2
+
+
+def convex_argmin(kind, params, a, b):
+    """The exact minimiser on [a, b] of the functions of `grader.probes.optimization.Derivative`."""
+    if kind == "logexp":
+        m = (math.log(2) - 3) / 3
+    else:
+        m = float(params[1])
+    return min(max(m, a), b)
+
+
+def quadratic_minimum(Q, c, b):
+    x = -torch.linalg.solve(Q.double(), c.double())
+    return x.to(Q.dtype), float(b + (c.double() @ x) / 2)
+
+
+def _bisection_wrong_half(kind, params, a, b, tol):
+    return bisection_minimize(lambda x: -Derivative(kind, params)(x), a, b, tol)
+
+
+def _bisection_fixed_steps(kind, params, a, b, tol):
+    df = Derivative(kind, params)
+    for _ in range(20):
+        mid = (a + b) / 2
+        a, b = (a, mid) if df(mid) > 0 else (mid, b)
+    return (a + b) / 2
+
+
+def _quadratic_variants(Q, c, b):
+    Qd, cd = Q.double(), c.double()
+    x = -torch.linalg.solve(Qd, cd)
+    q = float(cd @ x)  # -c^T Q^-1 c
+    x_diag = -cd / torch.diagonal(Qd)
+    return {
+        "the minimiser solves Q x = -c: x_star = -Q^{-1} c (the minus sign is missing)":
+            (-x.to(Q.dtype), float(b + q / 2)),
+        "h_min = b - c^T Q^{-1} c / 2: the half is missing (h(x_star) = b + c^T x_star / 2)":
+            (x.to(Q.dtype), float(b + q)),
+        "h_min = b - c^T Q^{-1} c / 2 (sign: the minimum lies below b)":
+            (x.to(Q.dtype), float(b - q / 2)),
+        "only the diagonal of Q is used (-c / diag(Q) is right only when Q is diagonal)":
+            (x_diag.to(Q.dtype), float(b + (cd @ x_diag) + x_diag @ Qd @ x_diag / 2)),
+    }
 
 
 class _Optimizer:
@@ -238,6 +294,13 @@ def _rows_only(H, c, x0, lr, num_steps):
 
 
 LIKELY = {
+    "bisection_minimize": {
+        "the wrong half is kept: where df(mid) > 0 the function rises, so the minimum lies left "
+        "of mid (b = mid)": _bisection_wrong_half,
+        "a fixed number of halvings: stop when b - a <= tol instead": _bisection_fixed_steps,
+    },
+    "quadratic_minimum": {cause: (lambda Q, c, b, cause=cause: _quadratic_variants(Q, c, b)[cause])
+                          for cause in _quadratic_variants(torch.eye(1), torch.ones(1), 0.0)},
     "gd_quadratic": {
         "the trajectory should have num_steps + 1 rows (row 0 is x0)": _rows_only,
         "the step goes uphill: x <- x - lr * grad_f(x)":
@@ -354,6 +417,38 @@ def hidden_optimizer(t, Cls, kind, defaults, other):
     zero_grad_case(t, Cls, inits, defaults)
     with t.case("no torch.optim: not a subclass of torch.optim.Optimizer"):
         make_optimizer(t, Cls, inits, defaults, "the optimiser")
+
+
+@CHAPTER.hidden("bisection_minimize")
+def hidden_bisection_minimize(t, fn):
+    r = gen(11)
+    m = float(torch.rand((), generator=r)) * 4 - 2
+    bisection_case(t, fn, "quadratic", [0.5, m], -3.0, 3.0, 1e-8,
+                   "a quadratic with its minimum inside [-3, 3], tol = 1e-8")
+    bisection_case(t, fn, "quadratic", [2.0, -5.0 - float(torch.rand((), generator=r))], -1.0, 4.0,
+                   1e-6, "a quadratic whose minimum is left of [-1, 4]: the answer is a")
+    bisection_case(t, fn, "quadratic", [1.0, 7.0], -1.0, 4.0, 1e-6,
+                   "a quadratic whose minimum is right of [-1, 4]: the answer is b")
+    bisection_case(t, fn, "logexp", [], -10.0, 5.0, 1e-10,
+                   "log(exp(x) + exp(-2x - 3)) on [-10, 5], tol = 1e-10")
+    bisection_case(t, fn, "smoothabs", [50.0, m / 3], -2.0, 2.0, 1e-7,
+                   "a steep smoothed |x - m| on [-2, 2], tol = 1e-7")
+
+
+@CHAPTER.hidden("quadratic_minimum")
+def hidden_quadratic_minimum(t, fn):
+    A = randn(5, 5, seed=21, dtype=torch.float64)
+    quadratic_case(t, fn, A @ A.T + torch.eye(5, dtype=torch.float64),
+                   randn(5, seed=22, dtype=torch.float64), 0.5, "a random 5 x 5 Q (float64)")
+    B = randn(3, 3, seed=23)
+    quadratic_case(t, fn, B @ B.T + torch.eye(3), randn(3, seed=24), -2.0,
+                   "a random 3 x 3 Q (float32)")
+    quadratic_case(t, fn, torch.tensor([[4.0]], dtype=torch.float64),
+                   torch.tensor([3.0], dtype=torch.float64), 0.0, "one dimension")
+    R = torch.tensor([[0.6, -0.8], [0.8, 0.6]], dtype=torch.float64)
+    quadratic_case(t, fn, R @ torch.diag(torch.tensor([1.0, 1000.0], dtype=torch.float64)) @ R.T,
+                   torch.tensor([1.0, -2.0], dtype=torch.float64), 3.0,
+                   "an ill-conditioned, rotated Q (condition number 1000)")
 
 
 @CHAPTER.hidden("SGDMomentum")

@@ -18,8 +18,10 @@ from grader.cases import DTYPES, gen, randn
 from grader.checks.softmax import (
     CHAPTER,
     accuracy_case,
+    bt_case,
     ce_case,
     exp_range_case,
+    hessian_case,
     log_case,
     softmax_case,
     train_case,
@@ -76,6 +78,24 @@ def train_epoch(net, train_iter, loss, updater):
 def exp_range(dtype):
     info = torch.finfo(dtype)
     return math.log(info.tiny), math.log(info.max)
+
+
+def softmax_ce_hessian(o):
+    p = torch.exp(o - logsumexp(o.reshape(1, -1)))
+    return torch.diag(p) - torch.outer(p, p)
+
+
+def bradley_terry(o_a, o_b):
+    return 1 / (1 + torch.exp(o_b - o_a))
+
+
+def _p1(o):
+    """The softmax of a 1-D o, computed stably."""
+    return softmax(o.reshape(1, -1)).reshape(-1)
+
+
+def _naive_p1(o):
+    return torch.exp(o) / torch.exp(o).sum()
 
 
 def _ref(fn, *args):
@@ -198,12 +218,37 @@ REFERENCES = {
     "accuracy": accuracy,
     "train_epoch_outcome": train_epoch_outcome,
     "exp_range": exp_range,
+    "softmax_ce_hessian": lambda o: _ref(softmax_ce_hessian, o),
+    "bradley_terry": lambda o_a, o_b: bradley_terry(o_a.double(), o_b.double()).to(o_a.dtype),
 }
 
 _is_opt = lambda kind: kind == "optimizer"  # noqa: E731
 _not_opt = lambda kind: kind != "optimizer"  # noqa: E731
 
 LIKELY = {
+    "softmax_ce_hessian": {
+        "the -p p^T term is missing: d p_i / d o_j = p_i (delta_ij - p_j), so the Hessian is "
+        "diag(p) - p p^T": lambda o: torch.diag(_p1(o.double())),
+        "diag(p) is missing: d p_i / d o_j = p_i (delta_ij - p_j), so the Hessian is "
+        "diag(p) - p p^T": lambda o: -torch.outer(_p1(o.double()), _p1(o.double())),
+        "the sign is flipped: the Hessian is diag(p) - p p^T (positive semi-definite)":
+            lambda o: torch.outer(_p1(o.double()), _p1(o.double())) - torch.diag(_p1(o.double())),
+        "only the diagonal p (1 - p): the off-diagonal entries are -p_i p_j":
+            lambda o: torch.diag(_p1(o.double()) * (1 - _p1(o.double()))),
+        "exp overflows (inf / inf = NaN): compute p with a stable softmax (subtract the max)":
+            lambda o: torch.diag(_naive_p1(o)) - torch.outer(_naive_p1(o), _naive_p1(o)),
+    },
+    "bradley_terry": {
+        "exp overflows (inf / inf = NaN): exp(o_a) / (exp(o_a) + exp(o_b)) equals "
+        "1 / (1 + exp(o_b - o_a)), which only depends on the difference":
+            lambda a, b: torch.exp(a) / (torch.exp(a) + torch.exp(b)),
+        "the scores are used as weights (o_a / (o_a + o_b)): the softmax exponentiates them":
+            lambda a, b: a / (a + b),
+        "the probability of choosing b: P(a) = 1 / (1 + exp(o_b - o_a)) grows with o_a":
+            lambda a, b: 1 / (1 + torch.exp(a.double() - b.double())),
+        "exp(o_a - o_b) is not a probability: normalise, exp(o_a) / (exp(o_a) + exp(o_b))":
+            lambda a, b: torch.exp(a.double() - b.double()),
+    },
     "softmax": {
         "exp overflows (inf / inf = NaN) or underflows (0 / 0): subtract each row's max "
         "before exp (a naive exp(X) / sum(exp(X)))": _naive_softmax,
@@ -357,6 +402,11 @@ def hidden_logsumexp(t, lse_):
     for label, X, weight in _row_inputs():
         with t.case(label, weight=weight):
             log_case(t, lse_, X, _ref(logsumexp, X), LIKELY["logsumexp"])
+    with t.case("adding b to a row adds b to its log-sum-exp (D2L 4.1, exercise 6): rows "
+                "shifted by -700, 0, 300 and 800, float64"):
+        X = randn(4, 6, seed=90, dtype=torch.float64)
+        shift = torch.tensor([[-700.0], [0.0], [300.0], [800.0]], dtype=torch.float64)
+        log_case(t, lse_, X + shift, logsumexp(X) + shift.reshape(-1), LIKELY["logsumexp"])
 
 
 @CHAPTER.hidden("log_softmax")
@@ -440,3 +490,35 @@ def hidden_exp_range(t, exp_range_):
         with t.case(f"{dtype}"):
             exp_range_case(t, exp_range_, dtype, exp_range(dtype),
                            {c: f(dtype) for c, f in LIKELY["exp_range"].items()})
+
+
+@CHAPTER.hidden("softmax_ce_hessian")
+def hidden_softmax_ce_hessian(t, fn):
+    likely = LIKELY["softmax_ce_hessian"]
+    for i, (q, scale, dtype) in enumerate(itertools.product((1, 2, 5, 10), (1.0, 30.0),
+                                                            DTYPES)):
+        o = randn(q, seed=i, dtype=dtype, scale=scale)
+        with t.case(f"q = {q}, logits of size {scale:g}, {dtype}"):
+            hessian_case(t, fn, o, _ref(softmax_ce_hessian, o), likely)
+    with t.case("logits of +-1e4"):
+        o = torch.tensor([1e4, -1e4, 9999.0, 0.0], dtype=torch.float64)
+        hessian_case(t, fn, o, softmax_ce_hessian(o), likely)
+    with t.case("adding a constant to every logit changes nothing"):
+        o = randn(6, seed=40, dtype=torch.float64) + 500
+        hessian_case(t, fn, o, softmax_ce_hessian(o - 500), likely)
+
+
+@CHAPTER.hidden("bradley_terry")
+def hidden_bradley_terry(t, fn):
+    likely = LIKELY["bradley_terry"]
+    for i, (shape, scale, dtype) in enumerate(itertools.product(((7,), (3, 4)), (1.0, 20.0, 1e3),
+                                                                DTYPES)):
+        o_a = randn(*shape, seed=i, dtype=dtype, scale=scale)
+        o_b = randn(*shape, seed=50 + i, dtype=dtype, scale=scale)
+        with t.case(f"scores of shape {shape} and size {scale:g}, {dtype}"):
+            bt_case(t, fn, o_a, o_b,
+                    bradley_terry(o_a.double(), o_b.double()).to(dtype), likely)
+    with t.case("equal scores give 1/2; +-1e4"):
+        o_a = torch.tensor([3.0, -1e4, 1e4, 0.0, 1e4])
+        o_b = torch.tensor([3.0, 1e4, -1e4, 0.0, 1e4])
+        bt_case(t, fn, o_a, o_b, bradley_terry(o_a.double(), o_b.double()).float(), likely)

@@ -21,10 +21,12 @@ from grader.checks.weight_decay import (  # the public half: CHAPTER, visible ch
     EVERY_PARAMETER_DECAYED,
     early_stopping_case,
     fold_case,
+    frobenius_case,
     indexed,
     penalty_case,
     penalty_grad_case,
     poly_case,
+    prior_case,
     wd_case,
     wd_grads,
 )
@@ -82,7 +84,21 @@ def early_stopping(val_losses, patience, min_delta=0.0):
     return len(val_losses) - 1, best_epoch
 
 
+def frobenius_sq(W):
+    return torch.trace(W.T @ W)
+
+
+def prior_to_weight_decay(sigma_w, sigma_noise, n):
+    """The lambda for which mean_i (y_i - y_hat_i)^2 / 2 + lambda / 2 ||w||^2 is the negative
+    log posterior (times sigma_noise^2 / n) under the prior w ~ N(0, sigma_w^2 I)."""
+    return float(sigma_noise) ** 2 / (n * float(sigma_w) ** 2)
+
+
 # --- derived references the visible checks ask for -------------------------------------------
+
+
+def _frobenius_grad(W):
+    return 2 * W
 
 
 def _two_steps(net, opt, grads):
@@ -229,6 +245,34 @@ LIKELY = {
             lambda w: w.abs().sum() / 2,
         "squares instead of absolute values: that is the L2 penalty": lambda w: (w ** 2).sum(),
         "a mean instead of a sum over the weights": lambda w: w.abs().mean()},
+    "frobenius_sq": {
+        "(W.T @ W).sum(), the sum of ALL entries of WᵀW: the squared norm is its trace, the sum "
+        "of the diagonal (torch.trace), which is the sum of the squared entries of W":
+            lambda W: (W.T @ W).sum(),
+        "tr(W @ W): W is not transposed; ||W||_F^2 = tr(WᵀW), like ||w||^2 = wᵀw":
+            lambda W: torch.trace(W @ W),
+        "the norm, not its square: ||W||_F^2 = tr(WᵀW) has no square root":
+            lambda W: torch.sqrt((W ** 2).sum()),
+        "halved: that is the penalty ||W||^2 / 2, not the squared norm": lambda W: (W ** 2).sum() / 2,
+        "the square of the sum of the entries, not the sum of their squares":
+            lambda W: W.sum() ** 2,
+        "only the diagonal of W is squared: tr(WᵀW) sums the squares of ALL entries":
+            lambda W: (torch.diagonal(W) ** 2).sum()},
+    "prior_to_weight_decay": {
+        "1 / sigma_w^2 is the lambda of the loss sum_i (y_i - y_hat_i)^2 / (2 sigma_noise^2); "
+        "the objective here is the MEAN of (y_i - y_hat_i)^2 / 2, that loss times sigma_noise^2 / "
+        "n, so multiply by sigma_noise^2 / n": lambda s_w, s, n: 1.0 / s_w ** 2,
+        "the number of examples n is missing: the loss is a mean over n examples, so the prior's "
+        "weight is divided by n": lambda s_w, s, n: s ** 2 / s_w ** 2,
+        "standard deviations instead of variances: lambda = sigma_noise^2 / (n sigma_w^2)":
+            lambda s_w, s, n: s / (n * s_w),
+        "inverted: a broader prior (larger sigma_w) means LESS weight decay, lambda = "
+        "sigma_noise^2 / (n sigma_w^2)": lambda s_w, s, n: s_w ** 2 / (n * s ** 2),
+        "multiplied by n instead of divided: the data term is a mean over n examples":
+            lambda s_w, s, n: n * s ** 2 / s_w ** 2,
+        "the ½ counted twice: -log N(w; 0, sigma_w^2) = ||w||^2 / (2 sigma_w^2) is already "
+        "lambda / 2 ||w||^2 with lambda = 1 / sigma_w^2 (before the factor sigma_noise^2 / n)":
+            lambda s_w, s, n: s ** 2 / (2 * n * s_w ** 2)},
     "weight_decay_sgd_steps": {EVERY_PARAMETER_DECAYED: _every_decayed_steps},
     "early_stopping": {
         "min_delta ignored: an epoch improves when its loss is below best - min_delta, not "
@@ -421,3 +465,42 @@ def hidden_early_stopping(t, fn):
             early_stopping_case(t, fn, losses, patience, min_delta,
                                 early_stopping(losses, patience, min_delta),
                                 t.likely("early_stopping", losses, patience, min_delta))
+
+
+# --- frobenius_sq -------------------------------------------------------------------------------
+
+
+@CHAPTER.hidden("frobenius_sq")
+def hidden_frobenius_sq(t, fn):
+    for i, (shape, dtype) in enumerate(itertools.product(((4, 4), (3, 7), (7, 3), (1, 5)),
+                                                         DTYPES)):
+        W = randn(*shape, seed=400 + i, dtype=dtype)
+        with t.case(f"W of shape {shape}, {dtype}"):
+            frobenius_case(t, fn, W, frobenius_sq(W), t.likely("frobenius_sq", W))
+    with t.case("W of zeros, and W with large entries (1e3)"):
+        W = torch.zeros(3, 2)
+        frobenius_case(t, fn, W, frobenius_sq(W), t.likely("frobenius_sq", W))
+        W = randn(6, 4, seed=410, scale=1e3)
+        frobenius_case(t, fn, W, frobenius_sq(W), t.likely("frobenius_sq", W),
+                       **tol(W.dtype, 1e7))
+    with t.case("differentiable: the gradient of ||W||_F^2 is 2 W", weight=2):
+        for dtype in DTYPES:
+            W = randn(5, 3, seed=411, dtype=dtype)
+            penalty_grad_case(t, fn, W, _frobenius_grad(W), f"frobenius_sq(W (5, 3) "
+                              f"{str(dtype)[6:]})")
+
+
+# --- prior_to_weight_decay ----------------------------------------------------------------------
+
+
+@CHAPTER.hidden("prior_to_weight_decay")
+def hidden_prior_to_weight_decay(t, fn):
+    g = gen(420)
+    cases = [(1.0, 1.0, 1), (0.1, 0.01, 1000), (3.0, 2.0, 7), (0.5, 0.5, 50)]
+    for _ in range(3):
+        s_w, s = (float(v) for v in 0.05 + 2 * torch.rand(2, generator=g, dtype=torch.float64))
+        cases.append((round(s_w, 3), round(s, 3), int(torch.randint(2, 500, (1,), generator=g))))
+    for s_w, s, n in cases:
+        with t.case(f"sigma_w = {s_w}, sigma_noise = {s}, n = {n}"):
+            prior_case(t, fn, s_w, s, n, prior_to_weight_decay(s_w, s, n),
+                       t.likely("prior_to_weight_decay", s_w, s, n))

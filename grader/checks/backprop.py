@@ -10,9 +10,11 @@ their methods there. The functions `numerical_gradient` is given are built in th
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from grader.cases import gen, randn, tol
+from grader.cases import gen, randn, seed_of, tol
 from grader.feedback import Mismatch, expect_pair, expect_tensor, fmt_value
 from grader.registry import Chapter
 from grader.remote import Handle
@@ -231,6 +233,75 @@ def visible_mlp_l2_backward(t, fn):
     with t.case("worked example: X (4, 3), W1 (3, 5), W2 (5, 2), lambd = 0.1, float64",
                 weight=2):
         mlp_case(t, fn, 4, 3, 5, 2, 0.1, torch.float64, 0)
+
+
+# --- mlp_l2_backward_bias (D2L 5.3, exercise 2) ---------------------------------------------
+
+
+def mlp_bias_case(t, fn, n, d, h, q, lambd, dtype, seed):
+    X = randn(n, d, seed=seed, dtype=dtype)
+    W1, b1 = randn(d, h, seed=seed + 1, dtype=dtype), randn(h, seed=seed + 4, dtype=dtype)
+    W2 = randn(h, q, seed=seed + 2, dtype=dtype)
+    y = torch.randint(0, q, (n,), generator=gen(seed + 3))
+    refs = t.ref("mlp_l2_backward_bias.grads", X, y, W1, b1, W2, lambd)
+    variants = t.likely("mlp_l2_backward_bias", X, y, W1, b1, W2, lambd)  # {cause: triple}
+    what = (f"mlp_l2_backward_bias(X ({n}, {d}), y, W1 ({d}, {h}), b1 ({h},), W2 ({h}, {q}), "
+            f"lambd={lambd})")
+    out = t.call(fn, X, y, W1, b1, W2, lambd, what=what, forbidden=NO_AUTOGRAD)
+    if not isinstance(out, tuple | list) or len(out) != 3:
+        raise Mismatch(f"{what} should return a triple (dJ/dW1, dJ/db1, dJ/dW2), but returned "
+                       f"{fmt_value(out)}")
+    k = tol(dtype, 10 * n)
+    for idx, (name, shape_of) in enumerate((("dJ/dW1", "W1"), ("dJ/db1", "b1"),
+                                            ("dJ/dW2", "W2"))):
+        got, ref = out[idx], refs[idx]
+        shape_hint(got, ref, f"{what}: {name}", "transposed: in the denominator layout "
+                   f"{name} has the shape of {shape_of}")
+        if name == "dJ/db1" and isinstance(got, torch.Tensor) and tuple(got.shape) == (n, h) \
+                and n != 1:
+            raise Mismatch(f"{what}: dJ/db1 has shape {tuple(got.shape)}, expected ({h},)\n"
+                           "  likely cause: not summed over the examples (every example adds its "
+                           "contribution: dZ.sum(dim=0))")
+        expect_tensor(got, ref, what=f"{name} of {what}", inputs={"X": X, "y": y},
+                      likely={c: v[idx] for c, v in variants.items() if type(v) is tuple}, **k)
+
+
+@CHAPTER.visible("mlp_l2_backward_bias", points=1)
+def visible_mlp_l2_backward_bias(t, fn):
+    with t.case("worked example: X (4, 3), W1 (3, 5), b1 (5,), W2 (5, 2), lambd = 0.1, "
+                "float64", weight=2):
+        mlp_bias_case(t, fn, 4, 3, 5, 2, 0.1, torch.float64, 0)
+
+
+# --- memory_footprint (D2L 5.3, exercise 3) -------------------------------------------------
+
+
+def memory_case(t, fn, args, label):
+    expected = t.ref("memory_footprint", *args)
+    likely = t.likely("memory_footprint", *args)
+    what = f"memory_footprint{tuple(args)}"
+    with t.case(label):
+        out = t.call(fn, *args, what=what)
+        pred, train = expect_pair(out, what, "prediction", "training")
+        for idx, (name, got) in enumerate((("prediction", pred), ("training", train))):
+            if isinstance(got, torch.Tensor) and got.numel() == 1:
+                got = got.item()
+            if isinstance(got, float) and got == int(got):
+                got = int(got)
+            if not isinstance(got, int) or isinstance(got, bool):
+                raise Mismatch(f"{what}: the {name} count should be an int (a number of floats), "
+                               f"but is {fmt_value(got)}")
+            if got != expected[idx]:
+                cause = next((c for c, v in likely.items()
+                              if isinstance(v, tuple) and v[idx] == got), None)
+                raise Mismatch(f"{what}: {name} count {got}, expected {expected[idx]}"
+                               + (f"\n  likely cause: {cause}" if cause else ""))
+
+
+@CHAPTER.visible("memory_footprint", points=1)
+def visible_memory_footprint(t, fn):
+    memory_case(t, fn, (2, 3, 4, 5), "worked example: batch_size 2, 3 inputs, 4 hidden units, "
+                "5 outputs")
 
 
 # --- numerical_gradient --------------------------------------------------------------------
@@ -620,3 +691,198 @@ def visible_SGD(t, cls):
     sgd_case(t, cls, spec, sgd_grads(spec, 3, 10), 0.1, 0.9,
              "worked example: Linear, ReLU, BatchNorm1d, Linear; 3 steps, lr 0.1, momentum 0.9",
              weight=2)
+
+
+# --- fit_classifier ------------------------------------------------------------------------
+
+FIT_LAYERS = ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+FIT_SHAPES = {0: (784, 128), 3: (128, 10)}
+CHANCE = 0.3  # accuracies below this are about what guessing gets (10 classes)
+
+
+def fit_call(t, fn, X, y, batch_size, num_epochs, lr, momentum, seed, what):
+    """fit_classifier(train_iter, num_epochs, lr, momentum, generator=g, on_epoch=recorder) on a
+    loader of (X, y) made in the kernel; returns (net handle, losses, on_epoch records)."""
+    loader = t.build("tensor_loader", X, y, batch_size, True, seed_of(seed) % 2**31)
+    recorder = t.build("backprop.epoch_recorder")
+    try:
+        out = t.call(fn, loader, num_epochs, lr, momentum, what=what, forbidden=LIBRARY_FORBIDDEN,
+                     forbidden_python=NO_TORCH_NN, generator=gen(seed), on_epoch=recorder)
+    except Mismatch as exc:
+        if "has no attribute" in str(exc):
+            raise Mismatch(f"{exc}\n  likely cause: a step out of order: every step is "
+                           "net.forward(X) (a training forward, eval=False), loss.forward, "
+                           "net.backward(loss.backward()), then optimizer.step(); a backward needs "
+                           "the training forward before it, and step() the gradients that "
+                           "net.backward leaves") from None
+        raise
+    net, losses = expect_pair(out, what, "net", "losses")
+    return net, losses, recorder.method("records")
+
+
+def fit_structure(t, net, what):
+    """The layers of the returned net (handles), checked: Linear(784, 128), BatchNorm1d(128),
+    ReLU, Linear(128, 10)."""
+    info = t.build("backprop.describe_layers", net)
+    if "error" in info:
+        raise Mismatch(f"{what}: the first value returned should be the trained network (your "
+                       f"MLP, with an attribute `layers`), but: {info['error']}")
+    names = [entry["class"] for entry in info["layers"]]
+    if names != FIT_LAYERS:
+        cause = ""
+        if sorted(names) == sorted(FIT_LAYERS):
+            cause = ("\n  likely cause: BatchNorm1d at the wrong place; insert it right after the "
+                     "first Linear: net.layers.insert(1, BatchNorm1d(128))")
+        elif "BatchNorm1d" not in names:
+            cause = ("\n  likely cause: the BatchNorm1d(128) layer is missing; insert it after the "
+                     "first Linear: net.layers.insert(1, BatchNorm1d(128))")
+        raise Mismatch(f"{what}: net.layers is [{', '.join(names)}], expected "
+                       f"[{', '.join(FIT_LAYERS)}] (MLP([784, 128, 10]) with BatchNorm1d(128) "
+                       f"inserted after the first Linear){cause}")
+    for k, shape in FIT_SHAPES.items():
+        entry = info["layers"][k]
+        if entry["W"] != shape or entry["b"] != (shape[1],):
+            raise Mismatch(f"{what}: net.layers[{k}] has W {entry['W']} and b {entry['b']}, "
+                           f"expected W {shape} and b ({shape[1]},): the network is "
+                           "MLP([784, 128, 10])")
+    layers = net.layers
+    bw = _attr(layers[1], "BW")
+    if not isinstance(bw, torch.Tensor) or tuple(bw.shape) != (128,):
+        raise Mismatch(f"{what}: net.layers[1].BW should be a tensor of shape (128,) "
+                       "(BatchNorm1d(128))")
+    return layers
+
+
+def fit_predict(t, layers, X, what):
+    """The logits of the returned net on X, layer by layer, BatchNorm1d with eval=True."""
+    A = X.reshape(len(X), -1)
+    for k, (layer, name) in enumerate(zip(layers, FIT_LAYERS)):
+        label = f"{what}: net.layers[{k}].forward" + (" with eval=True" if k == 1 else "")
+        kwargs = {"eval": True} if name == "BatchNorm1d" else {}
+        A = t.call(method(layer, "forward", label), A, what=label, forbidden=LIBRARY_FORBIDDEN,
+                   forbidden_python=NO_TORCH_NN, **kwargs)
+        if not isinstance(A, torch.Tensor):
+            raise Mismatch(f"{label} returned {fmt_value(A)}, not a tensor")
+    if A.shape != (len(X), 10):
+        raise Mismatch(f"{what}: the network's output on {len(X)} images has shape "
+                       f"{tuple(A.shape)}, expected ({len(X)}, 10)")
+    return A
+
+
+def fit_losses(losses, num_epochs, what):
+    """The returned losses as floats: one finite number per epoch."""
+    if isinstance(losses, torch.Tensor):
+        losses = losses.reshape(-1).tolist()
+    if not isinstance(losses, list | tuple) or len(losses) != num_epochs:
+        raise Mismatch(f"{what}: the second value returned should be the list of the "
+                       f"{num_epochs} mean training losses (one per epoch), but it is "
+                       f"{fmt_value(losses)}")
+    out = []
+    for v in losses:
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if not isinstance(v, float | int) or isinstance(v, bool):
+            raise Mismatch(f"{what}: the losses should be numbers (a float per epoch), but one "
+                           f"is {fmt_value(v)}")
+        out.append(float(v))
+    return out
+
+
+def fit_outcome(t, layers, losses, X_test, y_test, bound, reached, what):
+    """Accuracy of the returned net on held-out images, computed here; with the diagnostics
+    of the usual failures. `reached`: what the reference reaches, in words."""
+    logits = fit_predict(t, layers, X_test, what)
+    bn = layers[1]
+    stats = {name: _attr(bn, name) for name in ("BW", "Bb", "running_M", "running_V")}
+    untouched = (isinstance(stats["BW"], torch.Tensor) and isinstance(stats["Bb"], torch.Tensor)
+                 and bool((stats["BW"] == 1).all()) and bool((stats["Bb"] == 0).all()))
+    if not torch.isfinite(logits).all() or not all(map(math.isfinite, losses)):
+        raise Mismatch(f"{what}: the network's outputs or the losses contain NaN or inf "
+                       f"(losses per epoch: {fmt_value(losses)}): training diverged\n  likely "
+                       "cause: a learning rate far too large (use lr as given) or an update with "
+                       "the wrong sign")
+    rM, rV = stats["running_M"], stats["running_V"]
+    if isinstance(rM, torch.Tensor) and isinstance(rV, torch.Tensor) \
+            and bool((rM == 0).all()) and bool((rV == 1).all()):
+        raise Mismatch(f"{what}: the BatchNorm1d layer's running statistics were never updated "
+                       "(running_M is still zeros and running_V ones), so evaluation normalises "
+                       "with them as if every feature had mean 0 and variance 1\n  likely cause: "
+                       "the network was not trained with the BatchNorm1d layer in it in training "
+                       "mode: insert it before training, and train with net.forward(X) "
+                       "(eval=False)")
+    if not losses[-1] < losses[0] * (1 - 1e-3):
+        raise Mismatch(f"{what}: the mean training loss did not go down: "
+                       f"{fmt_value(losses)} per epoch\n  likely cause: the parameters are "
+                       "never updated: call optimizer.step() after net.backward(loss.backward()) "
+                       "in every step" + (" (BatchNorm1d's BW and Bb are still ones and zeros)"
+                                          if untouched else ""))
+    acc = float((logits.argmax(dim=1) == y_test).to(torch.float64).mean())
+    if acc < bound:
+        if acc < CHANCE:
+            cause = ("the network is about as good as guessing one of the 10 classes (10%): "
+                     "it did not learn; check that every step runs forward, loss, backward and "
+                     "optimizer.step() on the minibatch of that step, with the labels of that "
+                     "minibatch as one-hot rows")
+        else:
+            cause = ("the network learns, but too little: lr, momentum and num_epochs are not "
+                     "used as given (e.g. lr divided by the batch size: the 1/n is already in "
+                     "CrossEntropyLoss's gradient), or the labels do not match the images")
+        if untouched:
+            cause += "; BatchNorm1d's BW and Bb never changed (optimizer.step() is not called?)"
+        raise Mismatch(f"{what}: accuracy {acc:.3f} on {len(y_test)} held-out images, below the "
+                       f"bound {bound} ({reached})\n  likely cause: {cause}")
+    return acc
+
+
+def fit_on_epoch(records, losses, num_epochs, what):
+    """on_epoch was called once per epoch, with the epochs 1, 2, ... and that epoch's loss."""
+    epochs = [r[0] for r in records]
+    if epochs != list(range(1, num_epochs + 1)):
+        raise Mismatch(f"{what}: on_epoch was called with the epochs {fmt_value(epochs)}, "
+                       f"expected {list(range(1, num_epochs + 1))} (on_epoch(epoch, net, loss) "
+                       "once at the end of every epoch, counting from 1)")
+    for r, loss in zip(records, losses):
+        if r[1] is None or not math.isclose(r[1], loss, rel_tol=1e-5, abs_tol=1e-7):
+            raise Mismatch(f"{what}: on_epoch got the loss {fmt_value(r[1])} at epoch {r[0]}, "
+                           f"but the losses returned say {loss:.6g}: pass the epoch's mean "
+                           "training loss")
+        if not r[2]:
+            raise Mismatch(f"{what}: on_epoch was called with net=None; pass the network")
+
+
+def fit_toy_data():
+    """A small fixed image set: 10 classes, each a random pattern of bright pixels plus noise;
+    120 training and 60 held-out images of shape (1, 28, 28)."""
+    protos = (torch.rand(10, 1, 28, 28, generator=gen(70)) < 0.3).to(torch.float32)
+
+    def draw(n, seed):
+        y = torch.arange(n) % 10
+        noise = torch.rand(n, 1, 28, 28, generator=gen(seed))
+        return (0.6 * protos[y] + 0.4 * noise).clamp(0, 1), y
+    X, y = draw(120, 71)
+    X_test, y_test = draw(60, 72)
+    return X, y, X_test, y_test
+
+
+FIT_TOY = dict(batch_size=20, num_epochs=3, lr=0.05, momentum=0.9, seed=73)
+FIT_TOY_BOUND = 0.9
+
+
+@CHAPTER.visible("fit_classifier", points=2)
+def visible_fit_classifier(t, fn):
+    X, y, X_test, y_test = fit_toy_data()
+    c = FIT_TOY
+    reached = t.ref("fit_classifier.accuracy", X, y, X_test, y_test, c["batch_size"],
+                    c["num_epochs"], c["lr"], c["momentum"], c["seed"])
+    what = (f"fit_classifier(train_iter, {c['num_epochs']}, {c['lr']}, {c['momentum']}, "
+            f"generator=g, on_epoch=...) on 120 toy images (10 classes) in batches of "
+            f"{c['batch_size']}")
+    with t.case("worked example: the network, its losses and its accuracy on 60 held-out toy "
+                f"images (at least {FIT_TOY_BOUND})", weight=2):
+        net, losses, records = fit_call(t, fn, X, y, c["batch_size"], c["num_epochs"], c["lr"],
+                                        c["momentum"], c["seed"], what)
+        layers = fit_structure(t, net, what)
+        losses = fit_losses(losses, c["num_epochs"], what)
+        fit_on_epoch(records, losses, c["num_epochs"], what)
+        fit_outcome(t, layers, losses, X_test, y_test, FIT_TOY_BOUND,
+                    f"the reference reaches {reached:.3f}", what)

@@ -445,3 +445,269 @@ def visible_evaluate_loss(t, fn):
     with t.case("worked example: 10 examples in batches of 4 (4, 4, 2), squared loss, net in "
                 "training mode"):
         loss_case(t, fn, 10, 4, False, True, 0, as_loader=False)
+
+
+# --- dropconnect_linear (D2L 5.6, exercise 6) -------------------------------------------------
+
+
+def dropconnect_inputs(n_in, n_out, n_dense, seed, dtype):
+    """(X, W, b): X is the identity (n_in rows: row i reads row i of the thinned W) followed by
+    n_dense dense rows; W has no zeros, so that every zero of a thinned weight was dropped."""
+    W = _inputs((n_in, n_out), seed, dtype)
+    b = randn(n_out, seed=seed + 1, dtype=dtype)
+    dense = torch.rand(n_dense, n_in, generator=gen(seed + 2), dtype=torch.float64) + 0.5
+    X = torch.cat([torch.eye(n_in, dtype=torch.float64), dense]).to(dtype)
+    return X, W, b
+
+
+def _linear_out(t, fn, X, W, b, p, what, *generator):
+    """fn(X, W, b, p, *generator), checked for type, dtype, shape and NaN."""
+    out = t.call(fn, X, W, b, p, *generator, what=what)
+    if not isinstance(out, torch.Tensor):
+        raise Mismatch(f"{what} should return a torch.Tensor, but returned {_kind(out)}"
+                       + ("\n  likely cause: the function has no `return` statement"
+                          if out is None else ""))
+    if out.dtype != X.dtype:
+        raise Mismatch(f"{what} returned dtype {out.dtype}, expected {X.dtype} (the dtype of "
+                       "X and W)\n  likely cause: a mask or tensor created in float32 "
+                       "(.float()); use .to(W.dtype)")
+    shape = (X.shape[0], W.shape[1])
+    if tuple(out.shape) != shape:
+        raise Mismatch(f"{what} returned shape {tuple(out.shape)}, expected {shape} "
+                       "(X.shape[0], W.shape[1])\n  likely cause: the output is X @ W_thinned "
+                       "+ b, with W of shape (num_inputs, num_outputs)")
+    if torch.isnan(out).any():
+        raise Mismatch(f"{what} returned NaN")
+    return out.detach()
+
+
+def _weight_structure(zero, p, what):
+    """A mask drawn per row or per column of W instead of per weight."""
+    R, C = zero.shape
+    if not 0 < int(zero.sum()) < zero.numel():
+        return
+    limit = math.log(FALSE_ALARM)
+    if R >= 2 and _log_prob_uniform_lines(C, R, p) < limit and bool((zero == zero[0]).all()):
+        raise Mismatch(f"{what}: every row of W (every input) has exactly the same weights "
+                       "dropped\n  likely cause: a mask of shape (num_outputs,), one number per "
+                       "output unit, broadcast over the rows: draw one number per weight, "
+                       "torch.rand(W.shape)")
+    if C >= 2 and _log_prob_uniform_lines(R, C, p) < limit and bool(
+            (zero.all(1) | (~zero).all(1)).all()):
+        raise Mismatch(f"{what}: every row of W is either dropped whole or kept whole\n  "
+                       "likely cause: the inputs are dropped (ordinary dropout on X, or a mask of "
+                       "shape (num_inputs, 1)), not the individual weights: draw one number per "
+                       "weight, torch.rand(W.shape)")
+
+
+def dropconnect_case(t, fn, n_in, n_out, n_dense, p, dtype, seed):
+    """One call on X = [identity; dense rows]: the thinned W read off the identity rows (scale,
+    fraction dropped, independence), then the dense rows must use that same thinned W."""
+    scale, likely_scales = t.ref("_dropout_scale", p), t.likely("_dropconnect_scale", p)
+    zeroed, likely_zeroed = t.ref("_dropout_zeroed", p), t.likely("_dropconnect_zeroed", p)
+    both = t.ref("_dropout_both_zeroed", p)
+    X, W, b = dropconnect_inputs(n_in, n_out, n_dense, seed, dtype)
+    what = (f"dropconnect_linear(X ({X.shape[0]}, {n_in}), W ({n_in}, {n_out}), b, p={p}, "
+            f"generator=g), {str(dtype)[6:]}")
+    out = _linear_out(t, fn, X, W, b, p, what, gen(seed + 1000))
+    thinned = out[:n_in] - b  # rows of the identity: row i of the thinned W
+    zero = thinned == 0
+    kept = ~zero
+    if kept.any():
+        ratio = (thinned[kept] / W[kept]).double()
+        if not torch.allclose(ratio, torch.full_like(ratio, scale), rtol=1e-4, atol=0):
+            med = ratio.median().item()
+            if not torch.allclose(ratio, torch.full_like(ratio, med), rtol=1e-3, atol=0):
+                cause = ("each weight should be either dropped (0) or W / (1 - p), and b added "
+                         "unchanged (this check reads the thinned weights as output - b)")
+            else:
+                cause = next((c for c, v in likely_scales.items()
+                              if isinstance(v, float) and _close(med, v)
+                              and not _close(v, scale)),
+                             f"the kept weights are scaled by {fmt_number(med)}")
+            raise Mismatch(f"{what}: with X the identity, row i of the output minus b is row i "
+                           f"of the thinned weights; the weights kept should be W / (1 - p) = "
+                           f"{fmt_number(scale)} * W, but are {fmt_number(med)} * W (median "
+                           f"ratio)\n  likely cause: {cause}")
+    _weight_structure(zero, zeroed, what)
+    frac = zero.double().mean().item()
+    se = math.sqrt(zeroed * (1 - zeroed) / zero.numel())
+    cause = next((c for c, v in likely_zeroed.items()
+                  if v is not None and abs(frac - v) <= Z * se and abs(v - zeroed) > Z * se),
+                 "nothing is dropped: every weight is kept" if frac == 0 else
+                 "each weight should be dropped with probability p (torch.rand(W.shape) > p "
+                 "keeps a weight)")
+    expect_stat(frac, zeroed, se, f"{what}: the fraction of weights dropped", cause)
+    if zero.shape[0] >= 2:
+        r = zero.shape[0] // 2 * 2
+        _pairs_zeroed(zero[0:r:2], zero[1:r:2], both,
+                      f"{what}: how often a weight and the one below it in W are both dropped",
+                      "the weights are not dropped independently: one number per weight, "
+                      "torch.rand(W.shape)")
+    if n_dense:
+        # judge logic, no reference: the dense rows must use the thinned W seen above
+        dense_out = out[n_in:]
+        Xd, Td, bd = X[n_in:].double(), thinned.double(), b.double()
+        consistent = Xd @ Td + bd
+        # rounding: at most n_in * eps of the sum of the magnitudes (Td itself was read as
+        # (W_thinned + b) - b), with a margin of 4
+        bound = 4 * n_in * torch.finfo(dtype).eps * (Xd.abs() @ (Td.abs() + bd.abs())
+                                                     + bd.abs()) + 1e-12
+        if not bool(((dense_out.double() - consistent).abs() <= bound).all()):
+            rest = dense_out - b
+            dropped = (rest == 0).double().mean().item()
+            outputs = zeroed > 0 and abs(dropped - zeroed) <= Z * math.sqrt(
+                zeroed * (1 - zeroed) / rest.numel())
+            cause = (DROPPED_OUTPUTS if outputs else MASK_PER_EXAMPLE)
+            raise Mismatch(f"{what}: every row of X should be multiplied by the same thinned "
+                           "weights (one mask per call), but the dense rows of X do not give "
+                           "X @ W_thinned + b for the W_thinned that the identity rows show\n"
+                           f"  likely cause: {cause}")
+
+
+DROPPED_OUTPUTS = ("the outputs X @ W are dropped (ordinary dropout on the activations), not "
+                   "the weights: thin W itself, then compute X @ W_thinned + b")
+MASK_PER_EXAMPLE = ("a different mask for each example (row of X): here one mask of W's shape "
+                    "is drawn per call, and the whole batch uses the same thinned W")
+BIAS_DROPPED = "the bias is dropped too: DropConnect thins the weights W; add b unchanged"
+
+
+def dropconnect_bias_case(t, fn, n_in, n_out, p, dtype, seed):
+    """X = 0: the output is b in every row, whatever the mask."""
+    _, W, b = dropconnect_inputs(n_in, n_out, 0, seed, dtype)
+    X = torch.zeros(6, n_in, dtype=dtype)
+    expected = t.ref("_dropconnect_zero_input", X, W, b, p)
+    likely = t.likely("_dropconnect_zero_input", X, W, b, p)
+    what = f"dropconnect_linear(X = zeros (6, {n_in}), W, b, p={p}, generator=g)"
+    out = _linear_out(t, fn, X, W, b, p, what, gen(seed))
+    if (out == 0).any() and not (out == 0).all():
+        likely = {BIAS_DROPPED: out, **likely}
+    expect_tensor(out, expected, what=what + " (every row is b)", likely=likely,
+                  **tol(dtype, 10))
+
+
+def dropconnect_exact_case(t, fn, X, W, b):
+    """p = 0: nothing is dropped, the output is X @ W + b."""
+    expected, likely = t.ref("_dropconnect_exact", X, W, b), t.likely("_dropconnect_exact", X, W, b)
+    what = f"dropconnect_linear(X {tuple(X.shape)}, W {tuple(W.shape)}, b, p=0, generator=g)"
+    out = _linear_out(t, fn, X, W, b, 0.0, what, gen(0))
+    expect_tensor(out, expected, what=what + " (nothing dropped: X @ W + b)",
+                  likely=likely, **tol(X.dtype, 10))
+
+
+@CHAPTER.visible("dropconnect_linear", points=1)
+def visible_dropconnect_linear(t, fn):
+    with t.case("X = 0 gives b in every row (the bias is not dropped); p = 0 gives X @ W + b"):
+        dropconnect_bias_case(t, fn, 5, 3, 0.5, torch.float32, 1)
+        X = torch.tensor([[1.0, 2.0], [0.5, -1.0], [3.0, 0.0]])
+        W = torch.tensor([[1.0, -1.0, 0.5], [2.0, 0.0, 1.0]])
+        dropconnect_exact_case(t, fn, X, W, torch.tensor([0.1, 0.2, 0.3]))
+    with t.case("worked example: W (40, 50), p = 0.3, X = the identity (40 rows: they show the "
+                "thinned weights) and 8 dense rows (they must use the same thinned weights)",
+                weight=2):
+        dropconnect_case(t, fn, 40, 50, 8, 0.3, torch.float32, 0)
+
+
+# --- gaussian_noise_layer (D2L 5.6, exercise 7) -----------------------------------------------
+
+
+def noise_inputs(shape, seed, dtype):
+    """No zeros, two magnitudes (|x| near 0.5 and near 4): additive noise shows as a ratio
+    out / X whose spread depends on |x|. Returns (X, mask of the large elements)."""
+    x = randn(*shape, seed=seed)
+    big = torch.rand(*shape, generator=gen(seed + 1)) < 0.5
+    mag = torch.where(big, 4.0 + 0.5 * x.abs().clamp(max=2), 0.5 + 0.1 * x.abs().clamp(max=2))
+    return (torch.sign(x) + (x == 0)).mul(mag).to(dtype), big
+
+
+def _noise_out(t, fn, X, sigma, training, what, *generator):
+    out = t.call(fn, X, sigma, training, *generator, what=what)
+    if not isinstance(out, torch.Tensor):
+        raise Mismatch(f"{what} should return a torch.Tensor, but returned {_kind(out)}"
+                       + ("\n  likely cause: the function has no `return` statement"
+                          if out is None else ""))
+    if out.dtype != X.dtype:
+        raise Mismatch(f"{what} returned dtype {out.dtype}, expected {X.dtype} (X's dtype)\n"
+                       "  likely cause: noise drawn in float32; pass dtype=X.dtype to "
+                       "torch.randn")
+    if out.shape != X.shape:
+        raise Mismatch(f"{what} returned shape {tuple(out.shape)}, expected {tuple(X.shape)}")
+    if not torch.isfinite(out).all():
+        raise Mismatch(f"{what} returned NaN or infinite values")
+    return out.detach()
+
+
+def noise_eval_case(t, fn, X, sigma):
+    expected = t.ref("_noise_eval", X, sigma)
+    what = f"gaussian_noise_layer(X {tuple(X.shape)}, sigma={sigma}, training=False)"
+    out = _noise_out(t, fn, X, sigma, False, what, gen(0))
+    if not torch.equal(out, expected):
+        cause = ("the noise is applied in evaluation mode too: with training=False return X "
+                 "unchanged (like dropout, the noise is for training only)"
+                 if not torch.allclose(out, expected, rtol=1e-6, atol=0) else
+                 "X is changed slightly in evaluation mode: return X's values exactly")
+        expect_tensor(out, expected, what=what + " (X's values)", atol=0, rtol=0,
+                      likely={cause: out})
+
+
+def noise_case(t, fn, shape, sigma, dtype, seed):
+    """Training mode: r = out / X should be independent N(1, sigma^2) draws, whatever |X|."""
+    mean, likely_mean = t.ref("_noise_ratio_mean", sigma), t.likely("_noise_ratio_mean", sigma)
+    var = t.ref("_noise_ratio_var", sigma, 1.0)
+    tail = t.ref("_noise_tail", 2.0)
+    X, big = noise_inputs(shape, seed, dtype)
+    likely_small = t.likely("_noise_ratio_var", sigma, 0.55)
+    likely_big = t.likely("_noise_ratio_var", sigma, 4.5)
+    what = (f"gaussian_noise_layer(X {tuple(shape)} {str(dtype)[6:]}, sigma={sigma}, "
+            "training=True, generator=g)")
+    out = _noise_out(t, fn, X, sigma, True, what, gen(seed + 1000))
+    r = (out / X).double()
+    M = r.reshape(r.shape[0], -1) if r.dim() > 1 else r.reshape(2, -1).T
+    if M.shape[0] >= 2 and torch.allclose(M, M[0].expand_as(M), rtol=1e-5, atol=1e-6):
+        raise Mismatch(f"{what}: every row (example) got exactly the same noise\n  likely "
+                       "cause: the noise is drawn for one example (X.shape[1:]) and broadcast "
+                       "over the batch: draw it with X's full shape, torch.randn(X.shape)")
+    if torch.allclose(r, torch.ones_like(r), rtol=0, atol=1e-6):
+        raise Mismatch(f"{what}: the output equals X, no noise was added\n  likely cause: "
+                       "noise only when training is True (check the condition), sigma * eps "
+                       "with eps standard normal")
+    N = r.numel()
+    cause = next((c for c, v in likely_mean.items()
+                  if abs(r.mean().item() - v) <= Z * sigma / math.sqrt(N)
+                  and abs(v - mean) > Z * sigma / math.sqrt(N)),
+                 "the multiplicative noise should have mean 1: X * (1 + sigma * eps)")
+    expect_stat(r.mean().item(), mean, sigma / math.sqrt(N), f"{what}: the mean of out / X",
+                cause)
+    for label, sel, likely in (("|x| near 0.5", ~big, likely_small),
+                               ("|x| near 4", big, likely_big)):
+        rs = r.reshape(-1)[sel.reshape(-1)]
+        n = rs.numel()
+        got = rs.var().item()
+        se = var * math.sqrt(2 / (n - 1))
+        cause = next((c for c, v in likely.items() if v is not None
+                      and abs(got - v) <= Z * v * math.sqrt(2 / (n - 1))
+                      and abs(v - var) > Z * se),
+                     "out / X should vary with standard deviation sigma: X * (1 + sigma * eps), "
+                     "eps standard normal")
+        expect_stat(got, var, se, f"{what}: the variance of out / X where {label}", cause)
+    frac = ((r - 1).abs() > 2 * sigma).double().mean().item()
+    expect_stat(frac, tail, math.sqrt(tail * (1 - tail) / N),
+                f"{what}: the fraction of |out / X - 1| above 2 sigma",
+                "the noise is not Gaussian: eps must be standard normal (torch.randn), not "
+                "uniform (torch.rand)")
+    if M.shape[0] >= 2:
+        k = M.shape[0] // 2 * 2
+        prod = ((M[0:k:2] - 1) * (M[1:k:2] - 1)).mean().item()
+        expect_stat(prod, 0.0, var / math.sqrt(M[0:k:2].numel()),
+                    f"{what}: the mean of (r - 1)(r' - 1) for r, r' the ratios of an element "
+                    "and the one below it (independent draws: 0)",
+                    "the noise is shared between examples: draw it with X's full shape")
+
+
+@CHAPTER.visible("gaussian_noise_layer", points=1)
+def visible_gaussian_noise_layer(t, fn):
+    with t.case("worked example: X (200, 100) float32, sigma = 0.5, training: out / X has mean "
+                "1 and standard deviation 0.5, whatever the size of x", weight=2):
+        noise_case(t, fn, (200, 100), 0.5, torch.float32, 0)
+    with t.case("training=False returns X's values"):
+        noise_eval_case(t, fn, _inputs((3, 4), 1, torch.float32), 0.5)

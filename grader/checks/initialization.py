@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from grader.cases import FALSE_ALARM, Z, expect_stat, gen, randn
-from grader.feedback import Mismatch, fmt_number, fmt_value
+from grader.feedback import Mismatch, expect_pair, expect_tensor, fmt_number, fmt_value
 from grader.registry import Chapter
 from grader.remote import Handle
 
@@ -362,3 +362,46 @@ def visible_layer_gradient_norms(t, fn):
     with t.case("called twice on the same net: gradients of earlier calls must not leak in"):
         norm_case(t, fn, [4, 5, 3], "Sigmoid", 10, X, y, CE[0],
                   "the second call on the same net", loss_kwargs=CE[1], twice=True)
+
+
+# --- softmax_regression_grad (D2L 5.4, exercise 2) ---------------------------------------------
+
+NO_AUTOGRAD = {torch.Tensor.backward: "Tensor.backward", torch.autograd.grad: "torch.autograd.grad",
+               torch.autograd.backward: "torch.autograd.backward"}
+
+
+def softmax_grad_tol(dtype):
+    return dict(atol=1e-5, rtol=1e-4) if dtype == torch.float32 else dict(atol=1e-12, rtol=1e-9)
+
+
+def softmax_grad_case(t, fn, X, y, W, b):
+    """softmax_regression_grad(X, y, W, b) against the reference gradients (float64, cast to
+    X's dtype); a miss names the mistake whose gradient matches."""
+    dW_ref, db_ref = t.ref("softmax_regression_grad", X, y, W, b)
+    likely_W = t.likely("softmax_regression_grad_W", X, y, W, b)
+    likely_b = t.likely("softmax_regression_grad_b", X, y, W, b)
+    (n, d), q = tuple(X.shape), W.shape[0]
+    what = f"softmax_regression_grad(X {(n, d)}, y {(n,)}, W {(q, d)}, b {(q,)})"
+    out = t.call(fn, X, y, W, b, what=what, forbidden=NO_AUTOGRAD)
+    dW, db = expect_pair(out, what, "dW", "db")
+    tol = softmax_grad_tol(X.dtype)
+    inputs = {"X": X, "y": y, "W": W, "b": b}
+    if isinstance(dW, torch.Tensor) and tuple(dW.shape) == (d, q) and d != q:
+        raise Mismatch(f"dW of {what} has shape {(d, q)}, expected W's shape {(q, d)}\n"
+                       "  likely cause: a gradient has the shape of its parameter: with W of "
+                       "shape (q, d) (nn.Linear's layout, one row per class), dW = (P - Y).T @ X "
+                       "/ n, not X.T @ (P - Y) / n")
+    expect_tensor(dW, dW_ref, what=f"dW of {what}", inputs=inputs, likely=likely_W, **tol)
+    expect_tensor(db, db_ref, what=f"db of {what}", inputs=inputs, likely=likely_b, **tol)
+
+
+@CHAPTER.visible("softmax_regression_grad", points=1)
+def visible_softmax_regression_grad(t, fn):
+    X = torch.tensor([[1.0, 2.0, 0.0], [0.0, -1.0, 1.0], [2.0, 0.5, -1.0], [-1.0, 0.0, 0.5]])
+    y = torch.tensor([0, 2, 1, 2])
+    W = torch.tensor([[0.2, -0.1, 0.4], [0.0, 0.3, -0.2], [-0.3, 0.1, 0.1]])
+    b = torch.tensor([0.1, 0.0, -0.1])
+    with t.case("worked example: 4 examples, 3 features, 3 classes"):
+        softmax_grad_case(t, fn, X, y, W, b)
+    with t.case("a constant start: every weight 0.5, bias 0 (the rows of dW still differ)"):
+        softmax_grad_case(t, fn, X, y, torch.full((3, 3), 0.5), torch.zeros(3))

@@ -13,7 +13,7 @@ import math
 import torch
 
 from grader.cases import expect_stat, gen, randn, tol
-from grader.feedback import Mismatch, expect_close, expect_pair, expect_tensor
+from grader.feedback import Mismatch, expect_close, expect_pair, expect_tensor, fmt_number
 from grader.registry import Chapter
 from grader.remote import Handle, StudentError
 
@@ -404,3 +404,247 @@ def visible_train_linreg(t, train_linreg):
                       atol=0.05, rtol=0, check_dtype=False)
         expect_tensor(b.reshape(1), torch.tensor([TRUE_B]), what="b after 3 epochs", atol=0.05,
                       rtol=0, check_dtype=False)
+
+
+# --- numbers: a Python float (or a 0-d tensor) compared with a reference -----------------------
+
+
+def _number(got):
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        return float(got.detach())
+    if isinstance(got, int | float) and not isinstance(got, bool):
+        return float(got)
+    return None
+
+
+def number_check(got, expected, what, likely, rtol=1e-5, atol=1e-8, inputs=None):
+    """`got` (a number or a 0-d tensor) against `expected`; names the first likely mistake
+    ({cause: the number it gives, or None}) that `got` matches and the reference does not."""
+    g = _number(got)
+    close = lambda a, b: abs(a - b) <= atol + rtol * abs(b)  # noqa: E731
+    cause = None
+    if g is not None:
+        cause = next((c for c, v in (likely or {}).items()
+                      if _number(v) is not None and close(g, _number(v))
+                      and not close(_number(v), expected)), None)
+    expect_close(got, expected, what=what, atol=atol, rtol=rtol, inputs=inputs, cause=cause)
+
+
+# --- best_constants (D2L 3.1, exercise 1: the constant that minimises a sum of losses) ---------
+
+
+def best_constants_case(t, best_constants_, x, label):
+    with t.case(label):
+        b_sq, abs_min = t.ref("_best_constants_targets", x)  # the mean; min_b sum |x - b|
+        likely = t.likely("best_constants", x)  # {cause: (b_sq, b_abs) of that mistake}
+        what = f"best_constants(x of {x.numel()} values)"
+        out = t.call(best_constants_, x, what=what)
+        got_sq, got_abs = expect_pair(out, what, "b for the squared loss", "b for the absolute loss")
+        scale = max(1.0, float(x.abs().max()))
+        pairs = {c: v for c, v in likely.items() if type(v) is tuple and len(v) == 2}
+        g_abs = _number(got_abs)
+        both = {c: v for c, v in pairs.items()  # mistakes that explain both values first
+                if g_abs is not None and abs(g_abs - v[1]) <= 1e-5 * scale}
+        number_check(got_sq, b_sq, f"the first value (squared loss) of {what}",
+                     {c: v[0] for c, v in {**both, **pairs}.items()},
+                     rtol=1e-4, atol=1e-5 * scale, inputs={"x": x})
+        g = _number(got_abs)
+        if g is None:
+            raise Mismatch(f"the second value (absolute loss) of {what} should be a number, but "
+                           f"is {_type_of(got_abs)}")
+        loss = float((x.double() - g).abs().sum())
+        if loss > abs_min + 1e-5 * scale * x.numel():
+            cause = next((c for c, v in likely.items() if type(v) is tuple and v[1] is not None
+                          and abs(g - v[1]) <= 1e-5 * scale), None)
+            raise Mismatch(
+                f"the second value (absolute loss) of {what} is {fmt_number(g)}: there "
+                f"sum |x - b| = {fmt_number(loss)}, but its minimum is {fmt_number(abs_min)}."
+                + (f"\n  likely cause: {cause}" if cause else
+                   "\n  likely cause: sum |x - b| is smallest at a median of x"))
+
+
+@CHAPTER.visible("best_constants", points=1)
+def visible_best_constants(t, best_constants_):
+    best_constants_case(t, best_constants_, torch.tensor([1.0, 2.0, 3.0, 4.0, 100.0]),
+                        "worked example: x = [1, 2, 3, 4, 100] (one outlier)")
+
+
+# --- fit_min_norm (D2L 3.1, exercise 4: X^T X without full rank) -------------------------------
+
+
+def min_norm_case(t, fit_min_norm_, X, y, label):
+    with t.case(label):
+        w_ref = t.ref("fit_min_norm", X, y)
+        likely = t.likely("fit_min_norm", X, y)
+        what = f"fit_min_norm(X {tuple(X.shape)}, y {tuple(y.shape)})"
+        try:
+            got = t.call(fit_min_norm_, X, y, what=what, forbidden=NO_ITERATION,
+                         forbidden_python=[OPTIM])
+        except StudentError as exc:
+            if "singular" in str(exc).lower():
+                raise Mismatch(f"{exc}\n  likely cause: X^T X is singular here, so the normal "
+                               "equations have no unique solution; use torch.linalg.pinv(X) @ y "
+                               "(or lstsq), which picks the minimum-norm one") from None
+            raise
+        dt = X.dtype
+        a = 1e-6 if dt == torch.float64 else 2e-3
+        scale = max(1.0, float(w_ref.abs().max()))
+        if isinstance(got, torch.Tensor) and got.shape == w_ref.shape and bool(
+                torch.isfinite(got).all()):
+            gd, Xd, yd = got.detach().double(), X.double(), y.double().reshape(-1, 1)
+            res_got = float((Xd @ gd - yd).norm())
+            res_ref = float((Xd @ w_ref.double() - yd).norm())
+            if (res_got <= res_ref + a * 10 * (1 + float(yd.norm()))
+                    and float(gd.norm()) > float(w_ref.double().norm()) * (1 + 10 * a) + a):
+                raise Mismatch(
+                    f"{what} returned a least-squares solution (its residual "
+                    f"{fmt_number(res_got)} is the smallest possible) with norm "
+                    f"{fmt_number(float(gd.norm()))}, but the minimum-norm one has norm "
+                    f"{fmt_number(float(w_ref.double().norm()))}.\n  likely cause: a part in the "
+                    "null space of X was added (e.g. dependent columns dropped, or a solver that "
+                    "assumes full rank); torch.linalg.pinv(X) @ y has no such part")
+        expect_tensor(got, w_ref, what=what, inputs={"X": X, "y": y}, likely=likely,
+                      atol=a * scale, rtol=a)
+
+
+@CHAPTER.visible("fit_min_norm", points=1)
+def visible_fit_min_norm(t, fit_min_norm_):
+    X = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]], dtype=torch.float64)
+    y = torch.tensor([[2.0], [4.0], [6.0]], dtype=torch.float64)
+    min_norm_case(t, fit_min_norm_, X, y,
+                  "worked example: two equal columns, y = 2 x: the minimum-norm w is [1, 1]")
+
+
+# --- estimation_errors (D2L 3.5, exercise 5: the error against the amount of data) -------------
+
+
+def _rows(out) -> str:
+    """The rows of a small tensor, rounded (a solver's last digits may vary between runs)."""
+    return "[" + ", ".join("[" + ", ".join(f"{v:.4g}" for v in row) + "]"
+                           for row in out.tolist()) + "]"
+
+
+def errors_call(t, fn, sizes, w, b, noise, seed):
+    what = f"estimation_errors({sizes}, w, b, noise={noise}, generator=g)"
+    out = t.call(fn, sizes, w, b, noise, gen(seed), what=what, forbidden=NO_ITERATION,
+                 forbidden_python=[OPTIM])
+    if not isinstance(out, torch.Tensor):
+        raise Mismatch(f"{what} should return a torch.Tensor of shape ({len(sizes)}, 2), "
+                       f"but returned {_type_of(out)}")
+    if tuple(out.shape) != (len(sizes), 2):
+        raise Mismatch(f"{what} returned shape {tuple(out.shape)}, expected ({len(sizes)}, 2): "
+                       "one row per size, [error of w, error of b]")
+    out = out.detach().double()
+    if not bool(torch.isfinite(out).all()):
+        raise Mismatch(f"{what} returned values that are not finite: {_rows(out)}")
+    if bool((out < -1e-9).any()):
+        raise Mismatch(f"{what} returned negative errors {_rows(out)}\n  likely cause: the "
+                       "signed difference b_hat - b; an error is a distance: norm or abs()")
+    return out
+
+
+def errors_stats(t, fn, sizes, w, b, noise, seeds, label):
+    """Over many data sets, for each size n: the mean of ||w_hat - w||^2 (n - d - 2) /
+    (noise^2 d) and of (b_hat - b)^2 n / (noise^2 (1 + d / (n - d - 2))) are both 1 for least
+    squares with an intercept on standard normal features (theory, whatever the drawing
+    method)."""
+    with t.case(label, weight=2):
+        d = len(w)
+        zw, zb = {n: [] for n in sizes}, {n: [] for n in sizes}
+        for s in seeds:
+            out = errors_call(t, fn, sizes, w, b, noise, s)
+            for n, (ew, eb) in zip(sizes, out.tolist()):
+                zw[n].append(ew ** 2 * (n - d - 2) / (noise ** 2 * d))
+                zb[n].append(eb ** 2 * n / (noise ** 2 * (1 + d / (n - d - 2))))
+        hint = ("the errors should shrink like noise / sqrt(n): a new data set of n examples "
+                "for each size, drawn with `noise`, fitted by least squares with an intercept; "
+                "the error of w is the Euclidean norm of w_hat - w, that of b is |b_hat - b|")
+        for n in sizes:
+            m = len(zw[n])
+            expect_stat(sum(zw[n]) / m, 1.0, 1.25 * math.sqrt(2 / d / m),
+                        f"for n = {n}, the mean of ||w_hat - w||^2 (n - d - 2) / (noise^2 d)",
+                        hint)
+            expect_stat(sum(zb[n]) / m, 1.0, 1.25 * math.sqrt(2 / m),
+                        f"for n = {n}, the mean of (b_hat - b)^2 n / noise^2 (corrected for "
+                        "the estimated w)", hint)
+
+
+@CHAPTER.visible("estimation_errors", points=1)
+def visible_estimation_errors(t, fn):
+    w = torch.tensor([2.0, -3.4], dtype=torch.float64)
+    with t.case("noise = 0: the fit is exact at every size"):
+        what = "estimation_errors([5, 50], w, 4.2, noise=0)"
+        out = errors_call(t, fn, [5, 50], w, 4.2, 0.0, 0)
+        if float(out.max()) > 1e-6:
+            raise Mismatch(f"{what} returned {_rows(out)}, expected errors of about 0\n"
+                           "  likely cause: the data are not drawn with `noise`, or the fit is "
+                           "not least squares with an intercept")
+    with t.case("the same generator seed gives the same errors"):
+        a = errors_call(t, fn, [20, 200], w, 4.2, 0.5, 3)
+        b_ = errors_call(t, fn, [20, 200], w, 4.2, 0.5, 3)
+        if not torch.allclose(a, b_, rtol=1e-6, atol=1e-9):  # a solver may differ in rounding
+            raise Mismatch("two calls with generators of the same seed gave different errors\n"
+                           "  likely cause: synthetic_data is not passed `generator`")
+    errors_stats(t, fn, [20, 400], w, 4.2, 0.5, range(10, 110),
+                 "the errors shrink like noise / sqrt(n) (100 data sets of 20 and 400 examples)")
+
+
+# --- lr_for_mean_loss (D2L 3.5, exercise 1: summed against averaged loss) ------------------------
+
+
+def lr_case(t, fn, lr_sum, batch_size):
+    what = f"lr_for_mean_loss({lr_sum}, {batch_size})"
+    expected = t.ref("lr_for_mean_loss", lr_sum, batch_size)
+    likely = t.likely("lr_for_mean_loss", lr_sum, batch_size)
+    got = t.call(fn, lr_sum, batch_size, what=what)
+    number_check(got, expected, what, likely, rtol=1e-6, atol=0)
+
+
+@CHAPTER.visible("lr_for_mean_loss", points=1)
+def visible_lr_for_mean_loss(t, fn):
+    with t.case("worked example: lr 0.001 with the summed loss of minibatches of 32"):
+        lr_case(t, fn, 0.001, 32)
+
+
+# --- laplace_nll, poisson_nll, poisson_nll_log (D2L 3.1, exercises 5 and 8) -----------------------
+
+
+def nll_case(t, fn, name, args, arg_names, extra_refs=(), tols=None):
+    """A scalar loss of tensors `args` against the reference `name`; `extra_refs` names other
+    references that are accepted too (the same loss without a constant term)."""
+    expected = t.ref(name, *args)
+    accepted = [t.ref(r, *args) for r in extra_refs]
+    likely = t.likely(name, *args)
+    inputs = dict(zip(arg_names, args))
+    what = f"{name}({', '.join(arg_names)})"
+    got = t.call(fn, *args, what=what)
+    tols = tols or tol(args[0].dtype, 10)
+    for alt in accepted:
+        if (isinstance(got, torch.Tensor) and got.shape == alt.shape and got.dtype == alt.dtype
+                and torch.allclose(got.detach(), alt, **tols)):
+            return
+    expect_tensor(got, expected, what=what, inputs=inputs, likely=likely, **tols)
+
+
+@CHAPTER.visible("laplace_nll", points=1)
+def visible_laplace_nll(t, fn):
+    y_hat, y = torch.tensor([[1.0], [2.0], [0.0]]), torch.tensor([1.5, 1.0, 0.0])
+    with t.case("worked example: y_hat (3, 1), y (3,), scale 1"):
+        nll_case(t, fn, "laplace_nll", (y_hat, y), ("y_hat", "y"))
+    with t.case("scale 2"):
+        nll_case(t, fn, "laplace_nll", (y_hat, y, 2.0), ("y_hat", "y", "scale"))
+
+
+@CHAPTER.visible("poisson_nll", points=1)
+def visible_poisson_nll(t, fn):
+    rate, k = torch.tensor([0.5, 2.0, 4.0]), torch.tensor([0.0, 3.0, 4.0])
+    with t.case("worked example: rate = [0.5, 2, 4], k = [0, 3, 4]"):
+        nll_case(t, fn, "poisson_nll", (rate, k), ("rate", "k"), ("_poisson_nll_no_const",))
+
+
+@CHAPTER.visible("poisson_nll_log", points=1)
+def visible_poisson_nll_log(t, fn):
+    log_rate, k = torch.tensor([-1.0, 0.0, 1.5]), torch.tensor([0.0, 3.0, 4.0])
+    with t.case("worked example: log_rate = [-1, 0, 1.5], k = [0, 3, 4]"):
+        nll_case(t, fn, "poisson_nll_log", (log_rate, k), ("log_rate", "k"),
+                 ("_poisson_nll_log_no_const",))

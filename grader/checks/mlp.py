@@ -62,9 +62,9 @@ def _type_of(x) -> str:
 # --- elementwise functions: the activations, their derivatives, pReLU -----------------------
 
 
-def elementwise(t, fn, X, forbidden, what=None, extra=()):
+def elementwise(t, fn, X, forbidden, what=None, extra=(), tol=None):
     """Call fn(X, *extra) and compare with the reference `t.name` (computed in float64 and
-    cast to X's dtype)."""
+    cast to X's dtype); `tol` (atol, rtol keywords) replaces `bounded_tol(X.dtype)`."""
     what = what or f"{t.name}(X)"
     expected = t.ref(t.name, X, *extra)
     likely = t.likely(t.name, X, *extra)
@@ -74,7 +74,7 @@ def elementwise(t, fn, X, forbidden, what=None, extra=()):
                        "dtype).\n  likely cause: a comparison such as X > 0 is a mask of "
                        "booleans; convert it with .to(X.dtype)")
     expect_tensor(got, expected, what=what, inputs={"X": X}, likely=likely,
-                  **bounded_tol(X.dtype))
+                  **(tol or bounded_tol(X.dtype)))
 
 
 def _activation_visible(t, fn, forbidden):
@@ -388,3 +388,41 @@ def tanh_via_sigmoid_case(t, tvs, X, power=1):
 def visible_tanh_via_sigmoid(t, tvs):
     with t.case("worked example: X = [-3, -1, 0, 1, 3] with a sigmoid"):
         tanh_via_sigmoid_case(t, tvs, torch.tensor([-3.0, -1.0, 0.0, 1.0, 3.0]))
+
+
+# --- D2L 5.1 exercise 3: Swish and its derivative --------------------------------------------
+
+
+def swish_tol(dtype):
+    """Swish grows like x (relative error); its derivative is of size about 1, with a rounding
+    error that grows with |beta x| (up to about 40) until the sigmoid saturates."""
+    eps = torch.finfo(dtype).eps
+    return {"atol": 64 * eps, "rtol": 1e-5 if dtype != torch.float64 else 1e-12}
+
+
+def swish_case(t, fn, X, forbidden, beta=None):
+    """swish(X, beta) or swish_grad(X, beta); beta None: called without it (the default)."""
+    extra = () if beta is None else (beta,)
+    what = f"{t.name}(X)" if beta is None else f"{t.name}(X, beta={beta:g})"
+    elementwise(t, fn, X, forbidden, what=what, extra=extra, tol=swish_tol(X.dtype))
+
+
+@CHAPTER.visible("swish", points=1)
+def visible_swish(t, swish_):
+    X = torch.tensor([-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0])
+    with t.case("worked example: X = [-3, -1, -0.5, 0, 0.5, 1, 3], beta = 1 (the default)"):
+        swish_case(t, swish_, X, ACTIVATIONS)
+    with t.case("beta = 2, and large inputs X = [-1e4, -100, 100, 1e4] with beta = 0.5"):
+        swish_case(t, swish_, X, ACTIVATIONS, 2.0)
+        swish_case(t, swish_, torch.tensor([-1e4, -100.0, 100.0, 1e4]), ACTIVATIONS, 0.5)
+
+
+@CHAPTER.visible("swish_grad", points=1)
+def visible_swish_grad(t, swish_grad_):
+    X = torch.tensor([-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0])
+    with t.case("worked example: X = [-3, -1, -0.5, 0, 0.5, 1, 3], beta = 1 (the default)"):
+        swish_case(t, swish_grad_, X, GRAD_FORBIDDEN)
+    with t.case("beta = 2, and large inputs X = [-1e4, -100, 100, 1e4] with beta = 0.5"):
+        swish_case(t, swish_grad_, X, GRAD_FORBIDDEN, 2.0)
+        swish_case(t, swish_grad_, torch.tensor([-1e4, -100.0, 100.0, 1e4]), GRAD_FORBIDDEN,
+                   0.5)

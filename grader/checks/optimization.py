@@ -8,6 +8,8 @@ computes an expected value.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from grader.feedback import Mismatch, expect_tensor, fmt_number
@@ -91,6 +93,48 @@ def contraction_case(t, fn, eigvals, lr, label):
 def visible_gd_contraction(t, gd_contraction):
     contraction_case(t, gd_contraction, torch.tensor([1.0, 4.0, 10.0]), 0.25,
                      "worked example: eigenvalues 1, 4, 10 and lr = 0.25 (diverges)")
+
+
+# --- bisection_minimize (D2L 12.3, exercise 2: line search) ---------------------------------
+
+DERIVATIVES = {"logexp": "f(x) = log(exp(x) + exp(-2x - 3))",
+               "quadratic": "f(x) = s (x - m)^2", "smoothabs": "a smoothed |x - m| (steep)"}
+
+
+def max_bisection_calls(a: float, b: float, tol: float) -> int:
+    """What bisection needs: one call per halving of [a, b] down to tol, and two to spare."""
+    return math.ceil(math.log2((b - a) / tol)) + 2
+
+
+def bisection_case(t, fn, kind, params, a, b, tol, label):
+    with t.case(label):
+        df = t.build("optimization.derivative", kind, params)
+        what = f"bisection_minimize(df, {a:g}, {b:g}, tol={tol:g}) with {DERIVATIVES[kind]}"
+        got = t.call(fn, df, a, b, tol, what=what, forbidden_python=[OPTIM])
+        expected = t.ref("convex_argmin", kind, params, a, b)
+        likely = t.likely("bisection_minimize", kind, params, a, b, tol)
+        if isinstance(got, bool) or not isinstance(got, float | int):
+            raise Mismatch(f"{what} should return a Python float, got {_type_of(got)}"
+                           + ("\n  likely cause: a tensor returned; use float(...) or .item()"
+                              if isinstance(got, torch.Tensor | Handle) else ""))
+        got = float(got)
+        if not abs(got - expected) <= tol + 1e-12 * (1 + abs(expected)):
+            raise Mismatch(f"{what} returned {fmt_number(got)}, expected a value within "
+                           f"tol = {tol:g} of the minimiser {fmt_number(expected)} "
+                           f"(off by {abs(got - expected):.3g})"
+                           + _cause(likely, lambda v: abs(got - float(v)) <= tol))
+        calls, limit = df.calls, max_bisection_calls(a, b, tol)
+        if calls > limit:
+            raise Mismatch(f"{what} called df {calls} times; halving the interval needs only "
+                           f"about log2((b - a) / tol), at most {limit} calls here\n  likely "
+                           "cause: each step must halve [a, b] (evaluate df once, at the "
+                           "midpoint), not scan or shrink it by a fixed amount")
+
+
+@CHAPTER.visible("bisection_minimize", points=1)
+def visible_bisection_minimize(t, bisection_minimize):
+    bisection_case(t, bisection_minimize, "logexp", [], -3.0, 3.0, 1e-6,
+                   "worked example: D2L's log(exp(x) + exp(-2x - 3)) on [-3, 3], tol = 1e-6")
 
 
 # --- the optimisers -------------------------------------------------------------------------
@@ -197,6 +241,13 @@ def visible_SGDMomentum(t, SGDMomentum):
     visible_optimizer(t, SGDMomentum, "momentum", {"lr": 0.1, "momentum": 0.9})
 
 
+@CHAPTER.visible("quadratic_minimum", points=1)
+def visible_quadratic_minimum(t, quadratic_minimum):
+    quadratic_case(t, quadratic_minimum, torch.tensor([[2.0, 0.0], [0.0, 8.0]], dtype=torch.float64),
+                   torch.tensor([-2.0, 4.0], dtype=torch.float64), 1.0,
+                   "worked example: Q = diag(2, 8), c = (-2, 4), b = 1")
+
+
 @CHAPTER.visible("AdaGrad", points=2, d2l=("adagrad",))
 def visible_AdaGrad(t, AdaGrad):
     visible_optimizer(t, AdaGrad, "adagrad", {"lr": 0.1})
@@ -210,6 +261,28 @@ def visible_RMSProp(t, RMSProp):
 @CHAPTER.visible("Adam", points=3, d2l=("adam",))
 def visible_Adam(t, Adam):
     visible_optimizer(t, Adam, "adam", {"lr": 0.1})
+
+
+# --- quadratic_minimum (D2L 12.6, exercise 3) -----------------------------------------------
+
+
+def quadratic_case(t, fn, Q, c, b, label):
+    with t.case(label):
+        what = f"quadratic_minimum(Q, c, b) with Q {tuple(Q.shape)} {str(Q.dtype).split('.')[-1]}"
+        got = t.call(fn, Q, c, b, what=what, forbidden_python=[OPTIM])
+        x_ref, h_ref = t.ref("quadratic_minimum", Q, c, b)
+        likely = t.likely("quadratic_minimum", Q, c, b)
+        if not isinstance(got, tuple | list) or len(got) != 2:
+            raise Mismatch(f"{what} should return a pair (x_star, h_min), got {_type_of(got)}"
+                           + (f" of length {len(got)}" if isinstance(got, tuple | list) else ""))
+        x, h = got
+        f32 = Q.dtype == torch.float32
+        expect_tensor(x, x_ref, what=f"x_star of {what}", inputs={"Q": Q, "c": c, "b": b},
+                      atol=1e-4 if f32 else 1e-9, rtol=1e-4 if f32 else 1e-8,
+                      likely={k: (lambda v=v: v[0]) for k, v in likely.items() if v is not None})
+        expect_float(h, h_ref, f"h_min of {what}",
+                     {k: v[1] for k, v in likely.items() if v is not None},
+                     tol=1e-4 if f32 else 1e-9)
 
 
 # --- cosine_lr ------------------------------------------------------------------------------

@@ -310,3 +310,53 @@ def visible_exp_range(t, exp_range_):
         exp_range_case(t, exp_range_, torch.float32, t.ref("exp_range", torch.float32),
                        t.likely("exp_range", torch.float32))
 
+
+
+# --- softmax_ce_hessian (D2L 4.1, exercise 1: the second derivative of the loss) ---------------
+
+NO_AUTOGRAD = {torch.Tensor.backward: "Tensor.backward", torch.autograd.grad: "torch.autograd.grad",
+               torch.autograd.backward: "torch.autograd.backward"}
+NO_AUTOGRAD_PY = [("torch.autograd.functional", None, "torch.autograd.functional"),
+                  ("torch._functorch", None, "torch.func")]
+
+
+def hessian_case(t, fn, o, expected, likely):
+    got = t.call(fn, o, what=f"softmax_ce_hessian(o of shape {tuple(o.shape)})",
+                 forbidden={**FROM_SCRATCH, **NO_AUTOGRAD}, forbidden_python=NO_AUTOGRAD_PY)
+    # diag(p) - p p^T cancels on the diagonal when one p is near 1: an absolute error eps * M
+    tols = {**prob_tol(o.dtype, mag(o)), "atol": 16 * _eps(o.dtype) * mag(o)}
+    expect_tensor(got, expected, what=f"softmax_ce_hessian(o of shape {tuple(o.shape)})",
+                  inputs={"o": o}, likely=likely, **tols)
+
+
+@CHAPTER.visible("softmax_ce_hessian", points=1)
+def visible_softmax_ce_hessian(t, fn):
+    for label, o in (("worked example: o = [1, 2, 3]", torch.tensor([1.0, 2.0, 3.0])),
+                     ("large logits: o = [1000, 999, -1000]",
+                      torch.tensor([1000.0, 999.0, -1000.0]))):
+        with t.case(label):
+            hessian_case(t, fn, o, t.ref("softmax_ce_hessian", o),
+                         t.likely("softmax_ce_hessian", o))
+
+
+# --- bradley_terry (D2L 4.1, exercise 4: a softmax over two scores) ------------------------------
+
+
+def bt_case(t, fn, o_a, o_b, expected, likely):
+    what = f"bradley_terry(o_a, o_b) of shape {tuple(o_a.shape)}"
+    got = t.call(fn, o_a, o_b, what=what, forbidden=FROM_SCRATCH)
+    M = max(mag(o_a), mag(o_b))
+    expect_tensor(got, expected, what=what, inputs={"o_a": o_a, "o_b": o_b}, likely=likely,
+                  **prob_tol(o_a.dtype, M))
+
+
+@CHAPTER.visible("bradley_terry", points=1)
+def visible_bradley_terry(t, fn):
+    for label, o_a, o_b in (
+            ("worked example: o_a = [0, 1, 2], o_b = [0, 0, 3]",
+             torch.tensor([0.0, 1.0, 2.0]), torch.tensor([0.0, 0.0, 3.0])),
+            ("large scores: o_a = [1000, -1000], o_b = [999, -998]",
+             torch.tensor([1000.0, -1000.0]), torch.tensor([999.0, -998.0]))):
+        with t.case(label):
+            bt_case(t, fn, o_a, o_b, t.ref("bradley_terry", o_a, o_b),
+                    t.likely("bradley_terry", o_a, o_b))

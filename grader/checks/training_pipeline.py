@@ -524,3 +524,559 @@ def visible_train_with_validation(t, train_with_validation_):
                 "handed over in evaluation mode"):
         validation_case(t, train_with_validation_, spec, init_state(spec, 0),
                         (X_train, y_train, X_valid, y_valid), (5, 3), 2)
+
+
+# --- fix-the-bug exercises ----------------------------------------------------------------------
+#
+# Each runs the learner's fixed function inside the kernel through a probe
+# (`grader.probes.training_pipeline.BugProbe`), which reports what happened as a dict of
+# observations; the reference's observations on the same inputs come from t.ref, and those of the
+# known mistakes (the original bug first) from t.likely. A difference is reported for the first
+# observation that differs, naming the mistake whose observations the answer shares.
+
+from grader import cases  # noqa: E402
+from grader.remote import StudentError, scrub  # noqa: E402
+from grader.runner import known_cause  # noqa: E402
+
+DEFAULT_TOL = dict(atol=1e-5, rtol=1e-4)
+
+
+def agree(a, b, tol: dict | None = None) -> bool:
+    """Whether the observation `a` is `b` (tensors: dtype, shape, values within `tol`)."""
+    tol = tol or DEFAULT_TOL
+    if isinstance(b, torch.Tensor):
+        if not isinstance(a, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if not b.is_floating_point():
+            return torch.equal(a, b)
+        return torch.allclose(a.double(), b.double(), equal_nan=True, **tol)
+    if type(b) is float:
+        if type(a) not in (float, int):
+            return False
+        return (math.isnan(a) and math.isnan(b)) or (a == b) or (
+            math.isfinite(a) and math.isfinite(b) and close(a, b, **tol))
+    if type(b) in (list, tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(
+            agree(x, y, tol) for x, y in zip(a, b))
+    if type(b) is dict:
+        return type(a) is dict and a.keys() == b.keys() and all(
+            agree(a[k], b[k], tol) for k in b)
+    return type(a) is type(b) and a == b
+
+
+def _short_error(text) -> str:
+    """The first line of an error, without the class that raised it (so that the learner's class
+    and the one that showed the mistake compare equal)."""
+    import re
+    line = scrub(str(text)).splitlines()[0] if text else ""
+    return re.sub(r"\b\w+\.(__\w+__)", r"\1", line)[:70]
+
+
+def show(v, limit: int = 6) -> str:
+    if isinstance(v, torch.Tensor):
+        flat = v.detach().reshape(-1).double()
+        vals = ", ".join(fmt_number(x) for x in flat[:limit].tolist())
+        more = ", ..." if flat.numel() > limit else ""
+        return f"tensor {tuple(v.shape)} {str(v.dtype).replace('torch.', '')} [{vals}{more}]"
+    if type(v) is float:
+        return fmt_number(v)
+    if type(v) is list:
+        if v and all(isinstance(x, torch.Tensor) or x is None for x in v):
+            return "[" + "; ".join(show(x, 3) if x is not None else "None" for x in v[:4]) + (
+                "; ..." if len(v) > 4 else "") + "]"
+        return "[" + ", ".join(show(x, 3) for x in v[:8]) + (", ..." if len(v) > 8 else "") + "]"
+    return repr(v)
+
+
+def _signature(got: dict, expected: dict, obs, tol: dict, loose) -> int:
+    """How many observations of a mistake (`obs`) that differ from the expected ones the answer
+    shares (0 unless it shares all of them). Loose observations (which depend on random draws)
+    count only for a mistake that differs in nothing else."""
+    if type(obs) is not dict or obs.get("error"):
+        return 0
+    differ = [k for k in expected if k != "error"
+              and not agree(obs.get(k), expected[k], tol.get(k))]
+    keys = [k for k in differ if k not in loose] or differ
+    return len(keys) if keys and all(agree(got.get(k), obs.get(k), tol.get(k))
+                                     for k in keys) else 0
+
+
+def best_cause(got: dict, expected: dict, likely: dict, tol: dict | None = None,
+               loose=()) -> str | None:
+    """The likely mistake that explains most of the answer's differences."""
+    scores = [(_signature(got, expected, obs, tol or {}, loose), c) for c, obs in likely.items()]
+    best = max((s for s, _ in scores), default=0)
+    return next((c for s, c in scores if s == best), None) if best else None
+
+
+def judge(got, expected: dict, likely: dict, what: str, labels: dict, hints: dict,
+          tol: dict | None = None, loose=()) -> None:
+    """Compare observations key by key (in `expected`'s order); name the likely mistake."""
+    tol = tol or {}
+    if type(got) is not dict:
+        raise Mismatch(f"{what}: what happened could not be read back")
+    err = got.get("error")
+    if err and not expected.get("error"):
+        short = _short_error(err)
+        cause = next((c for c, obs in likely.items() if type(obs) is dict and obs.get("error")
+                      and _short_error(obs["error"]) == short), None)
+        raise Mismatch(f"{what} raised {scrub(str(err))}"
+                       + (f"\n  likely cause: {cause}" if cause else known_cause(str(err))))
+    for k in expected:
+        if k == "error" or agree(got.get(k), expected[k], tol.get(k)):
+            continue
+        cause = best_cause(got, expected, likely, tol, loose) or hints.get(k)
+        raise Mismatch(f"{what}: {labels.get(k, k)}: expected {show(expected[k])}, received "
+                       f"{show(got.get(k))}" + (f"\n  likely cause: {cause}" if cause else ""))
+
+
+def probe_run(t, method: str, fn, *args, what: str) -> dict:
+    probe = t.build("training_pipeline.bug_probe")
+    return t.call(lambda: probe.method(method, fn, *args), what=what)
+
+
+def plain_run(t, fn, *args, what: str) -> dict:
+    """{"error": None, "value": fn(*args)}, or {"error": what it raised}."""
+    try:
+        return {"error": None, "value": t.call(fn, *args, what=what)}
+    except StudentError as exc:
+        raised = exc.report.get("raised") or {}
+        return {"error": f"{raised.get('type', 'Exception')}: {raised.get('message', '')}"}
+
+
+MODE_LABELS = {
+    "forward_training": "the model's mode at each forward pass (True: training mode, dropout on)",
+    "forward_grad": "whether autograd recorded each forward pass",
+    "unmoved": "a batch reached the model without being moved to `device`",
+    "returns": "the type returned",
+    "requires_grad": "result.requires_grad (True: the result carries a computation graph)",
+    "training_after": "the model's mode afterwards (True: training)",
+}
+MODE_HINTS = {
+    "forward_training": "no eval(): call model.eval() before the forward pass (dropout and batch "
+                        "norm behave differently in training mode)",
+    "forward_grad": "the forward pass ran with autograd recording: wrap it in "
+                    "`with torch.no_grad():`",
+    "unmoved": NOT_MOVED,
+    "training_after": "mode not restored: remember was_training = model.training first and call "
+                      "model.train(was_training) at the end",
+}
+
+
+# a. predict: eval() does not turn off autograd
+
+def predict_case(t, fn, spec, state, training: bool, X, seed: int = 0):
+    inputs = (spec, state, training, X, seed)
+    expected = t.ref("_obs_predict", *inputs)
+    likely = t.likely("_obs_predict", *inputs)
+    mode = "training" if training else "evaluation"
+    what = f"predict(model in {mode} mode, X of shape {tuple(X.shape)})"
+    got = probe_run(t, "predict", fn, *inputs, what=what)
+    judge(got, expected, likely, what, {**MODE_LABELS, "output": "the predictions"},
+          {**MODE_HINTS, "requires_grad": "run the forward pass inside `with torch.no_grad():`",
+           "output": "return model(X) (the logits) unchanged"}, loose=("output",))
+
+
+@CHAPTER.visible("predict", points=1)
+def visible_predict(t, predict_):
+    spec = [("Linear", [4, 6], {}), ("Dropout", [0.5], {}), ("ReLU", [], {}),
+            ("Linear", [6, 3], {})]
+    with t.case("worked example: a model with dropout in training mode, X (5, 4)"):
+        predict_case(t, predict_, spec, init_state(spec, 40), True,
+                     torch.randn(5, 4, generator=gen(40)))
+
+
+# b. two losses from one forward pass
+
+def two_losses_case(t, fn, spec, state, X, y, stale: bool = False):
+    inputs = (spec, state, X, y, stale)
+    expected = t.ref("_obs_two_losses", *inputs)
+    likely = t.likely("_obs_two_losses", *inputs)
+    what = (f"backward_two_losses(model, X of shape {tuple(X.shape)}, y)"
+            + (" on a model whose .grad already holds gradients" if stale else ""))
+    got = probe_run(t, "two_losses", fn, *inputs, what=what)
+    judge(got, expected, likely, what,
+          {"returns": "the type returned", "losses": "(data_loss, size_loss)",
+           "forward_passes": "the number of forward passes through the model",
+           "grads": "the parameters' .grad afterwards"},
+          {"returns": "return the two losses as Python floats: data_loss.item(), "
+                      "size_loss.item()",
+           "forward_passes": "one forward pass: y_hat = model(X) once, both losses from it",
+           "grads": "the gradients of both losses must be added to .grad: "
+                    "(data_loss + size_loss).backward()"})
+
+
+@CHAPTER.visible("backward_two_losses", points=1)
+def visible_backward_two_losses(t, backward_two_losses_):
+    spec = [("Linear", [3, 4], {}), ("Tanh", [], {}), ("Linear", [4, 1], {})]
+    with t.case("worked example: X (6, 3), y (6, 1), a model with fresh gradients"):
+        two_losses_case(t, backward_two_losses_, spec, init_state(spec, 41),
+                        torch.randn(6, 3, generator=gen(41)), torch.randn(6, 1, generator=gen(42)))
+
+
+# c. a new order every epoch
+
+def orders_case(t, fn, n: int, num_epochs: int, seed: int, stats: bool = False):
+    inputs = (n, num_epochs, seed)
+    expected = t.ref("_obs_orders", *inputs)
+    likely = t.likely("_obs_orders", *inputs)
+    what = f"epoch_orders({n}, {num_epochs}, generator)"
+    got = probe_run(t, "orders", fn, *inputs, what=what)
+    expected = {k: v for k, v in expected.items() if k != "stats"}
+    judge(got, expected, likely, what,
+          {"returns": "what was returned", "epochs": "the number of orders",
+           "permutations": "every order is a permutation of 0..n-1",
+           "in_index_order": "every order is 0, 1, ..., n-1 (no shuffling)",
+           "new_order_every_epoch": "a different order in every epoch",
+           "same_with_same_generator_seed": "two calls with generators of the same seed agree "
+                                            "(the global random generator seeded differently)"},
+          {"returns": "return a list with one order (a list or tensor of indices) per epoch",
+           "epochs": "one order per epoch",
+           "permutations": "draw each order with torch.randperm(n, generator=generator)"})
+    if stats:
+        p = t.ref("_order_probabilities", n)
+        counts, follows = got["stats"]["position_of_0"], got["stats"]["1_right_after_0"]
+        for i, c in enumerate(counts):
+            cases.expect_stat(c / num_epochs, p["position"], math.sqrt(
+                p["position"] * (1 - p["position"]) / num_epochs),
+                f"{what}: the share of epochs where example 0 comes at position {i}",
+                "every order must be uniformly random: torch.randperm(n, generator=generator)")
+        cases.expect_stat(follows / num_epochs, p["follows"], math.sqrt(
+            p["follows"] * (1 - p["follows"]) / num_epochs),
+            f"{what}: the share of epochs where example 1 comes right after example 0",
+            "the orders are not independent uniform permutations (a shifted or rotated order?)")
+
+
+@CHAPTER.visible("epoch_orders", points=1)
+def visible_epoch_orders(t, epoch_orders_):
+    with t.case("worked example: 10 examples, 4 epochs"):
+        orders_case(t, epoch_orders_, 10, 4, 43)
+
+
+# d. clamp's zero gradient
+
+def log_loss_case(t, fn, preds, labels):
+    inputs = (preds, labels)
+    expected = t.ref("_obs_log_loss", *inputs)
+    likely = t.likely("_obs_log_loss", *inputs)
+    what = f"log_mse_loss(preds of shape {tuple(preds.shape)}, labels)"
+    got = probe_run(t, "loss_and_grad", fn, *inputs, what=what)
+    k = cases.tol(preds.dtype, 10.0)
+    judge(got, expected, likely, what,
+          {"returns": "the type returned", "value": "the loss",
+           "grad": "the gradient of the loss with respect to preds"},
+          {"returns": "return the loss as a 0-d tensor (the mean over the examples), still "
+                      "attached to the graph (no .item()), in the dtype of preds",
+           "value": "the mean over the examples of (f(p) - log(y))**2, with f(p) = log(p) for "
+                    "p >= 1 and p - 1 below 1",
+           "grad": "below 1, f(p) = p - 1 has slope 1: every prediction must get a gradient"},
+          tol={"value": k, "grad": k})
+
+
+@CHAPTER.visible("log_mse_loss", points=1)
+def visible_log_mse_loss(t, log_mse_loss_):
+    preds = torch.tensor([[150.0], [0.5], [2.0], [-3.0], [80.0]])
+    labels = torch.tensor([[120.0], [100.0], [3.0], [50.0], [90.0]])
+    with t.case("worked example: predictions 150, 0.5, 2, -3, 80 (two of them below 1)"):
+        log_loss_case(t, log_mse_loss_, preds, labels)
+
+
+# e. training on log prices
+
+def log_price_case(t, fn, X, prices, lr: float, num_steps: int):
+    inputs = (X, prices, lr, num_steps)
+    expected = t.ref("_obs_fit_log_price", *inputs)
+    likely = t.likely("_obs_fit_log_price", *inputs)
+    what = f"fit_log_price(X of shape {tuple(X.shape)}, prices, lr={lr}, num_steps={num_steps})"
+    got = plain_run(t, fn, *inputs, what=what)
+    judge(got, expected, likely, what, {"value": "the fitted prices"},
+          {"value": "gradient descent from w = 0, b = 0 on mean((X @ w + b - log(prices))**2), "
+                    "then return torch.exp(X @ w + b), shape (n, 1)"},
+          tol={"value": dict(atol=1e-3, rtol=2e-3)})
+
+
+@CHAPTER.visible("fit_log_price", points=1)
+def visible_fit_log_price(t, fit_log_price_):
+    X = torch.randn(20, 3, generator=gen(44))
+    prices = torch.exp(12 + X @ torch.tensor([[0.3], [-0.2], [0.1]])
+                       + 0.05 * torch.randn(20, 1, generator=gen(45)))
+    with t.case("worked example: 20 houses, 3 standardised features, prices around 160 000"):
+        log_price_case(t, fit_log_price_, X, prices, 0.1, 40)
+
+
+# f. a small initialisation
+
+def init_case(t, fn, spec, nested: bool, seed: int):
+    inputs = (spec, nested, seed)
+    target = t.ref("_init_target")
+    likely = t.likely("_obs_init", *inputs)
+    sizes = [a[0] for n, a, _ in spec if n == "Linear"] + [spec[-1][1][1]]
+    what = (f"init_small_(net) on an MLP {sizes} initialised with standard deviation 10"
+            + (" (its first layer inside a nested nn.Sequential)" if nested else ""))
+    got = probe_run(t, "init", fn, *inputs, what=what)
+    if got.get("error"):
+        judge(got, {"error": None}, likely, what, {}, {})
+    for i, layer in enumerate(got["layers"]):
+        judge_init_layer(layer, [obs["layers"][i] for obs in likely.values()
+                                 if type(obs) is dict and not obs.get("error")],
+                         [c for c, obs in likely.items()
+                          if type(obs) is dict and not obs.get("error")],
+                         target, f"{what}: the weight of Linear layer {i} {tuple(layer['shape'])}")
+
+
+def judge_init_layer(layer: dict, others: list, causes: list, target: dict, where: str):
+    """The weights' scale, mean and shape of distribution, the biases; `others` are what the
+    likely mistakes (`causes`) left in the same layer."""
+    def cause(test):
+        return next((c for c, o in zip(causes, others) if test(o)), "")
+
+    std, n, m2 = target["std"], layer["n"], layer["m2"]
+    if not layer["changed"]:
+        raise Mismatch(f"{where} was not changed\n  likely cause: "
+                       + (cause(lambda o: not o["changed"]) or "change the weights in place "
+                          "(nn.init.normal_(m.weight, 0, 0.01) on each nn.Linear of net)"))
+    cases.expect_stat(math.sqrt(m2), std, std * math.sqrt(0.5 / n),
+                      f"{where}: the root mean square of the weights",
+                      cause(lambda o: o["changed"] and m2 > 0 and o["m2"] > 0
+                            and abs(math.log(m2 / o["m2"])) < 0.5))
+    cases.expect_stat(layer["mean"], 0.0, std / math.sqrt(n),
+                      f"{where}: the mean of the weights", "draw with mean 0")
+    cases.expect_stat(layer["kurtosis"], target["kurtosis"], math.sqrt(24 / n),
+                      f"{where}: the kurtosis E[w^4]/E[w^2]^2 of the weights (3 for a normal "
+                      "distribution)",
+                      cause(lambda o: o["changed"] and abs(o["kurtosis"] - layer["kurtosis"])
+                            < 0.3) or "draw from a normal distribution")
+    if layer["bias_max"] > target["bias"]:
+        raise Mismatch(f"{where.replace('weight', 'bias')} is not zero (largest magnitude "
+                       f"{fmt_number(layer['bias_max'])})\n  likely cause: "
+                       + (cause(lambda o: o["bias_max"] > 0) or "set the biases to zero"))
+
+
+@CHAPTER.visible("init_small_", points=1)
+def visible_init_small_(t, init_small__):
+    spec = [("Linear", [64, 48], {}), ("ReLU", [], {}), ("Linear", [48, 10], {})]
+    with t.case("worked example: an MLP [64, 48, 10]"):
+        init_case(t, init_small__, spec, False, 46)
+
+
+# g. Dataset method names
+
+def window_case(t, cls, series, window: int):
+    n = len(series) - window
+    indices = sorted({0, max(n // 2, 0), max(n - 1, 0)})
+    inputs = (series, window, indices)
+    expected = t.ref("_obs_window", *inputs)
+    likely = t.likely("_obs_window", *inputs)
+    what = f"WindowDataset(series of length {len(series)}, window={window})"
+    got = probe_run(t, "dataset", cls, *inputs, what=what)
+    judge(got, expected, likely, what,
+          {"is_dataset": "is a torch.utils.data.Dataset", "len": "len(dataset)",
+           "items": f"the items {indices} (type, x, y)",
+           "first_batch": "the first batch of a DataLoader(dataset, batch_size=4)"},
+          {"is_dataset": "subclass torch.utils.data.Dataset",
+           "len": "len(dataset) is len(series) - window: the number of complete windows",
+           "items": "item i is (series[i:i + window], series[i + window])"})
+
+
+@CHAPTER.visible("WindowDataset", points=1)
+def visible_WindowDataset(t, WindowDataset_):
+    with t.case("worked example: a series of 10 values, window 3"):
+        window_case(t, WindowDataset_, torch.arange(10, dtype=torch.float32) ** 2, 3)
+
+
+# h. parameters of several modules, in order
+
+def parameters_case(t, fn, specs: list, ties: list):
+    inputs = (specs, ties)
+    expected = t.ref("_obs_parameters_once", *inputs)
+    likely = t.likely("_obs_parameters_once", *inputs)
+    what = (f"parameters_once({', '.join(f'module{i}' for i in range(len(specs)))})"
+            + (f" ({len(ties)} tensor{'s' if len(ties) > 1 else ''} shared between modules)"
+               if ties else ""))
+    got = probe_run(t, "parameters_once", fn, *inputs, what=what)
+    judge(got, expected, likely, what,
+          {"returns": "the type returned",
+           "all_parameters": "every parameter of every module, and nothing else",
+           "each_once": "each tensor once", "in_order": "in the order the modules give them"},
+          {"returns": "return a list", "in_order": "keep the order: module by module, each "
+           "module's parameters() in turn"})
+
+
+@CHAPTER.visible("parameters_once", points=1)
+def visible_parameters_once(t, parameters_once_):
+    first = [("Linear", [4, 3], {}), ("ReLU", [], {}), ("Linear", [3, 5], {})]
+    second = [("Linear", [4, 3], {}), ("Tanh", [], {}), ("Linear", [3, 2], {})]
+    with t.case("worked example: two modules of two Linear layers each; the first layer's "
+                "weight is one tensor shared by both"):
+        parameters_case(t, parameters_once_, [first, second], [[(0, "0.weight"),
+                                                                 (1, "0.weight")]])
+
+
+# i. moving a batch to the device
+
+def _show_batch(d) -> str:
+    if type(d) is not list or not d:
+        return repr(d)
+    if d[0] == "tensor":
+        return f"tensor on {d[1]} {tuple(d[2])} {d[3]}"
+    if d[0] in ("list", "tuple") and len(d) == 2:
+        inner = ", ".join(_show_batch(x) for x in d[1])
+        return f"[{inner}]" if d[0] == "list" else f"({inner}{',' if len(d[1]) == 1 else ''})"
+    if d[0] == "dict" and len(d) == 2:
+        return "{" + ", ".join(f"{k!r}: {_show_batch(v)}" for k, v in d[1]) + "}"
+    if d[0] == "value":
+        return repr(d[1])
+    return d[0]
+
+
+def to_device_case(t, fn, batch, device: str):
+    inputs = (batch, device)
+    expected = t.ref("_obs_to_device", *inputs)
+    likely = t.likely("_obs_to_device", *inputs)
+    what = f"to_device(batch, torch.device({device!r}))"
+    got = probe_run(t, "to_device", fn, *inputs, what=what)
+    if got.get("error") or agree(got.get("result"), expected["result"]):
+        judge(got, expected, likely, what, {}, {})
+        return
+    cause = best_cause(got, expected, likely)
+    raise Mismatch(f"{what}: expected {_show_batch(expected['result'])}, received "
+                   f"{_show_batch(got.get('result'))}" + (
+                       f"\n  likely cause: {cause}" if cause else
+                       "\n  likely cause: the same structure (container types, keys, other "
+                       "values) with every tensor replaced by tensor.to(device)"))
+
+
+@CHAPTER.visible("to_device", points=1)
+def visible_to_device(t, to_device_):
+    batch = (torch.ones(2, 3), torch.tensor([0, 1]))
+    with t.case("worked example: a pair (X, y) to the 'meta' device (tensors without data)"):
+        to_device_case(t, to_device_, batch, "meta")
+
+
+# j. one training step
+
+STEP_LABELS = {"returns": "the type returned", "loss": "the loss returned", "steps":
+               "the number of optimizer steps",
+               "parameters": "the parameters afterwards"}
+
+
+def train_step_case(t, fn, spec, state, X, y, lr: float, stale: bool = False):
+    inputs = (spec, state, X, y, lr, stale)
+    expected = t.ref("_obs_train_step", *inputs)
+    likely = t.likely("_obs_train_step", *inputs)
+    what = (f"train_step(model, X of shape {tuple(X.shape)}, y, nn.MSELoss(), SGD(lr={lr}))"
+            + (" on a model whose .grad holds old gradients" if stale else ""))
+    got = probe_run(t, "train_step", fn, *inputs, what=what)
+    judge(got, expected, likely, what, STEP_LABELS,
+          {"returns": "return loss.item(), a Python float",
+           "parameters": "zero_grad, forward, loss, backward, step, in that order"})
+
+
+@CHAPTER.visible("train_step", points=1)
+def visible_train_step(t, train_step_):
+    spec = [("Linear", [3, 4], {}), ("ReLU", [], {}), ("Linear", [4, 1], {})]
+    with t.case("worked example: X (8, 3), y (8, 1)"):
+        train_step_case(t, train_step_, spec, init_state(spec, 47),
+                        torch.randn(8, 3, generator=gen(47)), torch.randn(8, 1, generator=gen(48)),
+                        0.1)
+
+
+# k. gradient accumulation
+
+def accumulate_case(t, fn, spec, state, micro_batches, lr: float, stale: bool = False):
+    inputs = (spec, state, micro_batches, lr, stale)
+    expected = t.ref("_obs_accumulate", *inputs)
+    likely = t.likely("_obs_accumulate", *inputs)
+    sizes = [len(X) for X, _ in micro_batches]
+    what = (f"accumulate_and_step(model, micro-batches of sizes {sizes}, nn.MSELoss(), "
+            f"SGD(lr={lr}))" + (" on a model whose .grad holds old gradients" if stale else ""))
+    got = probe_run(t, "accumulate", fn, *inputs, what=what)
+    judge(got, expected, likely, what, STEP_LABELS,
+          {"returns": "return the mean loss per example as a Python float",
+           "steps": "one optimizer.step() after all the micro-batches",
+           "loss": "the mean loss per example: weight each micro-batch's mean by its size",
+           "parameters": "one step with the gradient of the mean loss over all the examples"})
+
+
+@CHAPTER.visible("accumulate_and_step", points=1)
+def visible_accumulate_and_step(t, accumulate_and_step_):
+    spec = [("Linear", [3, 1], {})]
+    g = gen(49)
+    micro = [(torch.randn(4, 3, generator=g), torch.randn(4, 1, generator=g)),
+             (torch.randn(2, 3, generator=g), torch.randn(2, 1, generator=g))]
+    with t.case("worked example: micro-batches of 4 and 2 examples, a model whose .grad holds "
+                "old gradients"):
+        accumulate_case(t, accumulate_and_step_, spec, init_state(spec, 49), micro, 0.1, True)
+
+
+# l. evaluation loss with dropout off
+
+def eval_loss_case(t, fn, spec, state, X, y, batch_size: int, training: bool, seed: int = 0):
+    inputs = (spec, state, X, y, batch_size, training, seed)
+    expected = t.ref("_obs_eval_loss", *inputs)
+    likely = t.likely("_obs_eval_loss", *inputs)
+    mode = "training" if training else "evaluation"
+    what = (f"evaluate_loss(model in {mode} mode, loader of {len(X)} examples in batches of "
+            f"{batch_size}, nn.CrossEntropyLoss(), device)")
+    got = probe_run(t, "eval_loss", fn, *inputs, what=what)
+    judge(got, expected, likely, what,
+          {**MODE_LABELS, "loss": "the mean loss per example",
+           "parameters": "the parameters afterwards"},
+          {**MODE_HINTS, "returns": "return a number (loss.item() sums)",
+           "loss": "weight each batch's mean loss by its size and divide by the number of "
+                   "examples",
+           "parameters": "evaluation must not change the model (no backward, no step)"},
+          loose=("loss",))
+
+
+@CHAPTER.visible("evaluate_loss", points=1)
+def visible_evaluate_loss(t, evaluate_loss_):
+    spec = [("Linear", [3, 8], {}), ("Dropout", [0.5], {}), ("ReLU", [], {}),
+            ("Linear", [8, 3], {})]
+    X, y = classification(10, 3, 3, 50)
+    with t.case("worked example: 10 examples in batches of 4, a model with dropout in "
+                "training mode"):
+        eval_loss_case(t, evaluate_loss_, spec, init_state(spec, 50), X, y, 4, True)
+
+
+# m. a DataFrame of numbers and booleans
+
+def frame_case(t, fn, df):
+    expected = t.ref("_obs_frame", df)
+    likely = t.likely("_obs_frame", df)
+    what = f"frame_to_tensor(a DataFrame of {df.shape[0]} rows, dtypes " \
+           f"{sorted({str(d) for d in df.dtypes})})"
+    got = plain_run(t, fn, df, what=what)
+    judge(got, expected, likely, what, {"value": "the tensor"},
+          {"value": "every column as float32 (True -> 1.0, False -> 0.0), columns in order"})
+
+
+@CHAPTER.visible("frame_to_tensor", points=1)
+def visible_frame_to_tensor(t, frame_to_tensor_):
+    import pandas as pd
+    df = pd.DataFrame({"area": [70.0, 120.0, 95.5], "zone_RL": [True, False, True],
+                       "zone_RM": [False, True, False]})
+    with t.case("worked example: a float64 column and two bool columns (as pd.get_dummies "
+                "makes)"):
+        frame_case(t, frame_to_tensor_, df)
+
+
+# n. the log RMSE as a number
+
+def report_case(t, fn, preds, labels):
+    expected = t.ref("_obs_report", preds, labels)
+    likely = t.likely("_obs_report", preds, labels)
+    what = f"report_log_rmse(preds of shape {tuple(preds.shape)}, labels)"
+    got = plain_run(t, fn, preds, labels, what=what)
+    judge(got, expected, likely, what, {"value": "the value returned"},
+          {"value": "sqrt(mean((log(clamp(preds, 1, inf)) - log(labels))**2)) as a Python "
+                    "float (.item())"},
+          tol={"value": dict(atol=1e-6, rtol=1e-5)})
+
+
+@CHAPTER.visible("report_log_rmse", points=1)
+def visible_report_log_rmse(t, report_log_rmse_):
+    preds = torch.tensor([[100.0], [0.5], [210.0]])
+    labels = torch.tensor([[120.0], [2.0], [200.0]])
+    with t.case("worked example: predictions 100, 0.5, 210 for prices 120, 2, 200"):
+        report_case(t, report_log_rmse_, preds, labels)

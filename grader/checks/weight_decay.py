@@ -325,3 +325,60 @@ def visible_early_stopping(t, fn):
         early_stopping_case(t, fn, losses, patience, min_delta,
                             t.ref("early_stopping", losses, patience, min_delta),
                             t.likely("early_stopping", losses, patience, min_delta))
+
+
+# --- frobenius_sq (D2L 3.7, exercise 4) -----------------------------------------------------
+
+NO_NORM = {torch.norm: "torch.norm", torch.linalg.norm: "torch.linalg.norm",
+           torch.linalg.matrix_norm: "torch.linalg.matrix_norm",
+           torch.linalg.vector_norm: "torch.linalg.vector_norm", torch.Tensor.norm: "Tensor.norm"}
+
+FROBENIUS_EXAMPLE = [[1.0, -2.0, 0.5], [3.0, 1.0, -1.0]]
+
+
+def frobenius_case(t, fn, W, expected, likely, **tolerance):
+    """frobenius_sq(W) against `expected`, computed from scratch (no norm function)."""
+    t.expect(fn, dict(W=W), expected, what=f"frobenius_sq(W {tuple(W.shape)} "
+             f"{str(W.dtype)[6:]})", likely=likely, forbidden=NO_NORM,
+             **(tolerance or tol(W.dtype, 10)))
+
+
+@CHAPTER.visible("frobenius_sq", points=1)
+def visible_frobenius_sq(t, fn):
+    W = torch.tensor(FROBENIUS_EXAMPLE)
+    with t.case(f"worked example: W = {FROBENIUS_EXAMPLE}"):
+        frobenius_case(t, fn, W, t.ref("frobenius_sq", W), t.likely("frobenius_sq", W))
+    with t.case("a square W = [[1, 2], [3, 4]] (not symmetric): the gradient is 2 W"):
+        W = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+        frobenius_case(t, fn, W, t.ref("frobenius_sq", W), t.likely("frobenius_sq", W))
+        penalty_grad_case(t, fn, W, t.ref("_frobenius_grad", W), "frobenius_sq(W (2, 2))")
+
+
+# --- prior_to_weight_decay (D2L 3.7, exercise 6) ----------------------------------------------
+
+
+def prior_case(t, fn, sigma_w, sigma_noise, n, expected, likely):
+    """prior_to_weight_decay(sigma_w, sigma_noise, n): a Python float equal to `expected`."""
+    what = f"prior_to_weight_decay(sigma_w={sigma_w}, sigma_noise={sigma_noise}, n={n})"
+    got = t.call(fn, sigma_w, sigma_noise, n, what=what)
+    if isinstance(got, Handle) or not isinstance(got, float | int) or isinstance(got, bool):
+        raise Mismatch(f"{what} should return a Python float, but returned {_type_of(got)}"
+                       + ("\n  likely cause: the function has no `return` statement"
+                          if got is None else
+                          "\n  likely cause: a tensor; return float(...)"
+                          if isinstance(got, torch.Tensor) else ""))
+    if abs(got - expected) <= 1e-9 * abs(expected) + 1e-15:
+        return
+    cause = next((c for c, v in (likely or {}).items() if isinstance(v, float)
+                  and abs(got - v) <= 1e-9 * abs(v) + 1e-15
+                  and abs(v - expected) > 1e-9 * abs(expected)), None)
+    raise Mismatch(f"{what} is {fmt_number(float(got))}, expected {fmt_number(expected)} (the "
+                   "lambda of the objective mean_i (y_i - y_hat_i)^2 / 2 + lambda / 2 ||w||^2)"
+                   + (f"\n  likely cause: {cause}" if cause else ""))
+
+
+@CHAPTER.visible("prior_to_weight_decay", points=1)
+def visible_prior_to_weight_decay(t, fn):
+    with t.case("worked example: sigma_w = 2, sigma_noise = 0.5, n = 10"):
+        prior_case(t, fn, 2.0, 0.5, 10, t.ref("prior_to_weight_decay", 2.0, 0.5, 10),
+                   t.likely("prior_to_weight_decay", 2.0, 0.5, 10))

@@ -151,3 +151,29 @@ class SGDModel:
 @builder("backprop.sgd_model")
 def build_sgd_model(spec: list) -> SGDModel:
     return SGDModel(spec)
+
+
+class EpochRecorder:
+    """The `on_epoch` callback given to `fit_classifier`: notes (epoch, loss) at every call."""
+
+    def __init__(self):
+        self.calls: list = []
+
+    def __repr__(self) -> str:
+        return "<on_epoch callback>"
+
+    def __call__(self, epoch, net, loss):
+        try:
+            loss = float(loss)
+        except (TypeError, ValueError, RuntimeError):
+            loss = None
+        self.calls.append((epoch if isinstance(epoch, int) else repr(epoch), loss,
+                           net is not None))
+
+    def records(self) -> list:
+        return list(self.calls)
+
+
+@builder("backprop.epoch_recorder")
+def build_epoch_recorder() -> EpochRecorder:
+    return EpochRecorder()

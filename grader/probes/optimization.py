@@ -10,9 +10,13 @@ the judge compares what it reports.
   `grads`, and reports the values after each step and whether autograd recorded anything;
   ``grads()`` reads every ``.grad``.
 - ``optimization.quadratic_grad(H, c)``: the function ``x -> H @ (x - c)`` (``grad_f`` of `gd`).
+- ``optimization.derivative(kind, params)``: the derivative of a convex function of one variable
+  (``df`` of `bisection_minimize`), counting its calls.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -72,3 +76,36 @@ class QuadraticGrad:
 @builder("optimization.quadratic_grad")
 def build_quadratic_grad(H, c) -> QuadraticGrad:
     return QuadraticGrad(H, c)
+
+
+class Derivative:
+    """The derivative of a convex function of one variable, counting its calls (`calls`).
+
+    kinds: "logexp" (D2L 12.3: f(x) = log(exp(x) + exp(-2x - 3))), "quadratic" with params
+    (s, m): f(x) = s (x - m)^2, "smoothabs" with params (k, m): f(x) = log(2 cosh(k (x - m))) / k,
+    a smoothed |x - m| whose derivative is tanh(k (x - m)).
+    """
+
+    def __init__(self, kind: str, params):
+        self.kind, self.params, self.calls = kind, [float(p) for p in params], 0
+
+    def __call__(self, x) -> float:
+        self.calls += 1
+        x = float(x)
+        if self.kind == "logexp":
+            u, v = x, -2 * x - 3
+            m = max(u, v)
+            eu, ev = math.exp(u - m), math.exp(v - m)
+            return (eu - 2 * ev) / (eu + ev)
+        if self.kind == "quadratic":
+            s, m = self.params
+            return 2 * s * (x - m)
+        if self.kind == "smoothabs":
+            k, m = self.params
+            return math.tanh(k * (x - m))
+        raise ValueError(f"unknown function {self.kind!r}")
+
+
+@builder("optimization.derivative")
+def build_derivative(kind: str, params) -> Derivative:
+    return Derivative(kind, params)
