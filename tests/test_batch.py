@@ -544,7 +544,8 @@ def test_ctrl_c_stops_kills_workers_keeps_results_and_exits_130(tmp_path, fake, 
         proc.kill()
         raise
     proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=30)
+    # the driver waits up to 15 s for killed workers to report, then joins its threads
+    stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
     with ResultStore(out, create=False) as store:

@@ -46,6 +46,12 @@ def _judge_code(node) -> bool:
     return bool(args[:1] == ["t"] or node.decorator_list)
 
 
+# Lines that occur in references or solutions and also, as plain plumbing, in public code (type
+# tests, flattening a batch, returning a data split): they reveal nothing. Each was reviewed.
+PLUMBING = {"if isinstance(x, torch.Tensor):", "return X, y, X_test, y_test",
+            "A = X.reshape(len(X), -1)"}
+
+
 def secret_lines() -> set[str]:
     """Lines of reference code, likely-mistake tables and solution cells (long enough to tell).
 
@@ -80,7 +86,7 @@ def secret_lines() -> set[str]:
                 inside = cell.source.split("### BEGIN SOLUTION")[-1].split("### END SOLUTION")[0]
                 found |= {_normal(line) for line in inside.splitlines()}
     judge = re.compile(r"\bt\.|\(t,|\bt\)")  # a line of judge logic (uses the tester)
-    found = {line for line in found - public if not judge.search(line)
+    found = {line for line in found - public - PLUMBING if not judge.search(line)
              and not line.startswith(("#", '"""', "raise "))}
     return {line for line in found
             if (len(line) >= 24 and line.count(" ") >= 2)
