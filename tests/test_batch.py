@@ -127,9 +127,16 @@ def fake(tmp_path, monkeypatch):
     return Fake
 
 
+def _default_signals():
+    # as from a terminal: a test runner's worker may ignore SIGINT, and a child would inherit it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_cli(fake, args, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", DRIVER, str(fake.script), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_signals, **kw)
 
 
 def comparable(results: list[dict]) -> list[dict]:
